@@ -22,6 +22,26 @@ DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_VERSION = "tiny-v1"
 
 
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.float32`` or one of ``"fp32"``, ``"bf16"``, ``"fp16"`` (long names too)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[str(dtype).lower().removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(DTYPES)}") from None
+
+
 class BackboneNotFoundError(RuntimeError):
     """The requested model could not be found locally and could not be downloaded."""
 
@@ -64,30 +84,56 @@ class Backbone:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-        for module in (self.unet, self.vae, self.text_encoder):
-            if module is not None:
-                module.to(device=device, dtype=dtype)
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None):
+        """Move (and cast) the U-Net, VAE and text encoder in place; returns ``self``."""
+        kwargs = {}
+        if device is not None:
+            kwargs["device"] = device
+        if dtype is not None and parse_dtype(dtype) != self.dtype:
+            kwargs["dtype"] = parse_dtype(dtype)
+        if kwargs:
+            for module in (self.unet, self.vae, self.text_encoder):
+                if module is not None:
+                    module.to(**kwargs)
         return self
 
-    def fingerprint(self) -> str:
-        """A short hash of the weights: changes whenever any U-Net or VAE tensor changes.
+    def component_fingerprint(self, part: str) -> str:
+        """A short hash of one component's weights: ``"unet"``, ``"vae"`` or ``"text_encoder"``.
 
-        Hashes every parameter's name, shape and a strided sample of its values, so it
-        costs well under a second even for SD's 860 M parameters.
+        Hashes every tensor's name, shape, dtype and a strided sample of 257 of its values,
+        so it costs well under a second even for SD's 860 M parameters; any retraining or
+        fine-tune (which moves all weights) changes it. ``"none"`` for a missing component.
+        The hash is recomputed whenever a tensor was replaced or changed in place (tracked
+        through torch's version counters), so it never goes stale.
         """
-        if self._fingerprint is None:
-            h = hashlib.sha256(self.model_id.encode())
-            for prefix, module in (("unet", self.unet), ("vae", self.vae)):
-                if module is None:
-                    continue
-                for name, tensor in module.state_dict().items():
-                    flat = tensor.detach().reshape(-1)
-                    step = max(1, flat.numel() // 257)
-                    sample = flat[::step].float().cpu().numpy().tobytes()
-                    h.update(f"{prefix}.{name}{tuple(tensor.shape)}".encode())
-                    h.update(sample)
-            self._fingerprint = h.hexdigest()[:16]
+        module = getattr(self, part)
+        if module is None:
+            return "none"
+        state = module.state_dict(keep_vars=True)
+        signature = hash(
+            tuple((name, id(t), t.data_ptr(), t._version, t.dtype) for name, t in state.items())
+        )
+        cache = self.extras.setdefault("component_fingerprints", {})
+        if cache.get(part, (None,))[0] != signature:
+            h = hashlib.sha256(part.encode())
+            for name, tensor in state.items():
+                flat = tensor.detach().reshape(-1)
+                step = max(1, flat.numel() // 257)
+                sample = flat[::step].float().cpu().numpy().tobytes()
+                h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+                h.update(sample)
+            cache[part] = (signature, h.hexdigest()[:16])
+        return cache[part][1]
+
+    def fingerprint(self) -> str:
+        """A short hash of the model id, the U-Net, VAE and text-encoder weights and the
+        scheduler's config: it changes whenever anything that shapes a feature changes."""
+        h = hashlib.sha256(self.model_id.encode())
+        for part in ("unet", "vae", "text_encoder"):
+            h.update(f"{part}:{self.component_fingerprint(part)}".encode())
+        config = dict(getattr(self.scheduler, "config", {}) or {})
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+        self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
 
@@ -229,7 +275,7 @@ def _from_pretrained(cls, source: str, subfolder: str, **kwargs):
 def load_backbone(
     model: str = DEFAULT_MODEL_ID,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     with_text: bool = True,
 ) -> Backbone:
     """Load the U-Net, VAE, text encoder, tokenizer and scheduler of ``model``.
@@ -238,11 +284,13 @@ def load_backbone(
         model: ``"tiny"`` (built-in, random weights), ``"toy"`` (built-in, trained on the
             toy world), a local folder in the SD pipeline layout, or a hub id such as
             ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``.
-        device, dtype: where and in which precision the modules live.
+        device, dtype: where and in which precision the modules live (``"cpu"`` /
+            ``"cuda"``; ``torch.float32`` or ``"fp32"``, ``"bf16"``, ``"fp16"``).
         with_text: also load the text encoder and tokenizer (needed for prompts).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+    dtype = parse_dtype(dtype)
     if model == "tiny":
         source = str(tiny_model_path())
     elif model == "toy":

@@ -3,23 +3,36 @@
 Names follow the U-Net's own structure, so SD 1.x, SD 2.x and the tiny models share one
 vocabulary without tables of indices:
 
-=====================  =======================================  ==========================
-name                   module                                   output
-=====================  =======================================  ==========================
-``down{i}.res{j}``     ``down_blocks[i].resnets[j]``            ResNet block
-``down{i}.attn{j}``    ``down_blocks[i].attentions[j]``         Transformer2D (attention)
-``down{i}.downsample`` ``down_blocks[i].downsamplers[0]``       strided conv
-``down{i}``            ``down_blocks[i]``                       whole block (hidden state)
-``mid.res{j}`` ...     ``mid_block.resnets[j]`` ...             as above
-``up{i}.res{j}`` ...   ``up_blocks[i].resnets[j]`` ...          as above, ``up{i}.upsample``
-=====================  =======================================  ==========================
+=========================  ====================================================  =======================
+name                       module                                                output
+=========================  ====================================================  =======================
+``down{i}.res{j}``         ``down_blocks[i].resnets[j]``                         ResNet block
+``down{i}.attn{j}``        ``down_blocks[i].attentions[j]``                      Transformer2D (attention)
+``down{i}.attn{j}.query``  ``down_blocks[i].attentions[j].transformer_blocks[0]``  cross-attention query
+                           ``.attn2.to_q``                                       (reshaped to a map)
+``down{i}.downsample``     ``down_blocks[i].downsamplers[0]``                    strided conv
+``down{i}``                ``down_blocks[i]``                                    whole block (hidden state)
+``mid.res{j}`` ...         ``mid_block.resnets[j]`` ...                          as above
+``up{i}.res{j}`` ...       ``up_blocks[i].resnets[j]`` ...                       as above, ``up{i}.upsample``
+=========================  ====================================================  =======================
 
-The paper's "first encoder layer at 16x16" is ``down2.attn0`` on SD 1.x at 512 px: the
-encoder works at 64, 32, 16 and 8 latent pixels in ``down0`` .. ``down3``; ``down2`` is the
-16x16 stage, and its first layer (ResNet then Transformer, whose output is the first
-complete layer of the stage) is ``down2.res0`` -> ``down2.attn0``. We read "layer" as the
-resnet+attention pair, whose output is ``down2.attn0``; ``down2.res0`` is available under
-its own name for the other reading.
+A transformer with several blocks (SDXL-style ``transformer_layers_per_block > 1``) names the
+queries of its later blocks ``.query1``, ``.query2``, ... The query is ``(B, h*w, C)`` inside
+the model; it is captured as a ``(B, C, h, w)`` map like every other layer.
+
+The paper's layers
+------------------
+At 512 px the SD latent is 64 x 64 and the encoder works at 64, 32, 16 and 8 latent pixels
+in ``down0`` .. ``down3`` (the paper's "64 / 32 / 16" groups are :meth:`LayerRegistry.by_resolution`
+per stage). ``down2`` is the encoder's 16 x 16 stage; it holds ``layers_per_block = 2``
+(ResNet, Transformer) pairs, which matches the paper's remark that "the U-Net has two
+encoder layers at resolution 16 x 16". We therefore read a "layer" as one such pair and its
+output as the Transformer's: **the first encoder layer at 16 x 16 is** ``down2.attn0``
+(``down_blocks[2].attentions[0]``, 1280 x 16 x 16 on SD 1.x and 2.x) and the second is
+``down2.attn1``. Two other modules also emit 16 x 16 encoder maps and are not that layer:
+``down1.downsample`` / ``down1`` (a strided conv that ends the 32 x 32 stage, not a
+ResNet-Transformer layer) and ``down2.res0`` (half of the first pair, available under its
+own name for the "ResNet output" reading). :data:`PAPER_LAYER` holds the default.
 """
 
 from __future__ import annotations
@@ -31,6 +44,9 @@ import pandas as pd
 import torch
 
 STAGES = ("encoder", "mid", "decoder")
+KINDS = ("resnet", "attention", "query", "downsampler", "upsampler", "block")
+PAPER_LAYER = "down2.attn0"
+"""The paper's "first encoder layer at 16 x 16" (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +55,13 @@ class LayerInfo:
 
     name: str
     module_path: str
-    kind: str  # resnet, attention, downsampler, upsampler, block
+    kind: str  # resnet, attention, query, downsampler, upsampler, block
     stage: str  # encoder, mid, decoder
     block: int  # index of the block in its stage (-1 for mid)
     channels: int
     scale: int  # spatial downsampling relative to the latent (1, 2, 4, ...)
     order: int  # position in the forward pass
+    parent_path: str | None = None  # for queries: the Transformer2D whose input sets h, w
 
 
 class UnknownLayerError(KeyError):
@@ -55,131 +72,115 @@ class UnknownLayerError(KeyError):
 
 
 def _out_channels(module: torch.nn.Module, fallback: int) -> int:
-    for attr in ("out_channels",):
-        value = getattr(module, attr, None)
-        if isinstance(value, int):
-            return value
-    return fallback
+    value = getattr(module, "out_channels", None)
+    return value if isinstance(value, int) else fallback
 
 
-def layer_infos(unet: torch.nn.Module) -> list[LayerInfo]:
-    """Walk a diffusers ``UNet2DConditionModel`` and list its capturable modules in forward order."""
-    infos: list[LayerInfo] = []
+class _Collector:
+    """Appends :class:`LayerInfo` records in forward order."""
 
-    def add(name, path, kind, stage, block, channels, scale):
-        infos.append(LayerInfo(name, path, kind, stage, block, int(channels), scale, len(infos)))
+    def __init__(self) -> None:
+        self.infos: list[LayerInfo] = []
 
-    scale = 1
-    for i, block in enumerate(unet.down_blocks):
-        resnets = list(block.resnets)
-        attentions = list(getattr(block, "attentions", None) or [])
-        channels = resnets[-1].out_channels
-        for j, resnet in enumerate(resnets):
-            add(
-                f"down{i}.res{j}",
-                f"down_blocks.{i}.resnets.{j}",
+    def add(self, name, path, kind, stage, block, channels, scale, parent_path=None) -> None:
+        self.infos.append(
+            LayerInfo(
+                name, path, kind, stage, block, int(channels), scale, len(self.infos), parent_path
+            )
+        )
+
+    def attention(self, name, path, module, fallback_channels, stage, block, scale) -> None:
+        """A Transformer2D: the queries of its blocks (they fire first), then its output."""
+        for k, transformer in enumerate(getattr(module, "transformer_blocks", None) or []):
+            to_q = getattr(getattr(transformer, "attn2", None), "to_q", None)
+            if isinstance(to_q, torch.nn.Linear):
+                suffix = "query" if k == 0 else f"query{k}"
+                self.add(
+                    f"{name}.{suffix}",
+                    f"{path}.transformer_blocks.{k}.attn2.to_q",
+                    "query",
+                    stage,
+                    block,
+                    to_q.out_features,
+                    scale,
+                    parent_path=path,
+                )
+        channels = _out_channels(module, fallback_channels)
+        self.add(name, path, "attention", stage, block, channels, scale)
+
+    def pairs(self, prefix, path, block_module, stage, block, scale) -> None:
+        """The (ResNet, attention) pairs of a down or up block."""
+        attentions = list(getattr(block_module, "attentions", None) or [])
+        for j, resnet in enumerate(block_module.resnets):
+            self.add(
+                f"{prefix}.res{j}",
+                f"{path}.resnets.{j}",
                 "resnet",
-                "encoder",
-                i,
+                stage,
+                block,
                 resnet.out_channels,
                 scale,
             )
             if j < len(attentions):
-                add(
-                    f"down{i}.attn{j}",
-                    f"down_blocks.{i}.attentions.{j}",
-                    "attention",
-                    "encoder",
-                    i,
-                    _out_channels(attentions[j], resnet.out_channels),
+                self.attention(
+                    f"{prefix}.attn{j}",
+                    f"{path}.attentions.{j}",
+                    attentions[j],
+                    resnet.out_channels,
+                    stage,
+                    block,
                     scale,
                 )
+
+
+def layer_infos(unet: torch.nn.Module) -> list[LayerInfo]:
+    """Walk a diffusers ``UNet2DConditionModel`` and list its capturable modules in forward order."""
+    out = _Collector()
+    scale = 1
+    for i, block in enumerate(unet.down_blocks):
+        channels = block.resnets[-1].out_channels
+        out.pairs(f"down{i}", f"down_blocks.{i}", block, "encoder", i, scale)
         if getattr(block, "downsamplers", None):
             scale *= 2
-            add(
-                f"down{i}.downsample",
-                f"down_blocks.{i}.downsamplers.0",
-                "downsampler",
-                "encoder",
-                i,
-                channels,
-                scale,
-            )
-        add(f"down{i}", f"down_blocks.{i}", "block", "encoder", i, channels, scale)
+            path = f"down_blocks.{i}.downsamplers.0"
+            out.add(f"down{i}.downsample", path, "downsampler", "encoder", i, channels, scale)
+        out.add(f"down{i}", f"down_blocks.{i}", "block", "encoder", i, channels, scale)
 
     mid = unet.mid_block
     if mid is not None:
         resnets = list(mid.resnets)
         attentions = list(getattr(mid, "attentions", None) or [])
-        add("mid.res0", "mid_block.resnets.0", "resnet", "mid", -1, resnets[0].out_channels, scale)
-        for j, attention in enumerate(attentions):
-            add(
-                f"mid.attn{j}",
-                f"mid_block.attentions.{j}",
-                "attention",
-                "mid",
-                -1,
-                _out_channels(attention, resnets[j].out_channels),
-                scale,
-            )
-            add(
-                f"mid.res{j + 1}",
-                f"mid_block.resnets.{j + 1}",
-                "resnet",
-                "mid",
-                -1,
-                resnets[j + 1].out_channels,
-                scale,
-            )
-        for j in range(len(attentions) + 1, len(resnets)):
-            add(
-                f"mid.res{j}",
-                f"mid_block.resnets.{j}",
-                "resnet",
-                "mid",
-                -1,
-                resnets[j].out_channels,
-                scale,
-            )
-        add("mid", "mid_block", "block", "mid", -1, resnets[-1].out_channels, scale)
+        # the mid block runs resnet 0, then (attention j, resnet j + 1) pairs
+        out.add(
+            "mid.res0", "mid_block.resnets.0", "resnet", "mid", -1, resnets[0].out_channels, scale
+        )
+        for j in range(1, len(resnets)):
+            if j - 1 < len(attentions):
+                path = f"mid_block.attentions.{j - 1}"
+                channels = resnets[j - 1].out_channels
+                out.attention(
+                    f"mid.attn{j - 1}", path, attentions[j - 1], channels, "mid", -1, scale
+                )
+            path = f"mid_block.resnets.{j}"
+            out.add(f"mid.res{j}", path, "resnet", "mid", -1, resnets[j].out_channels, scale)
+        out.add("mid", "mid_block", "block", "mid", -1, resnets[-1].out_channels, scale)
 
     for i, block in enumerate(unet.up_blocks):
-        resnets = list(block.resnets)
-        attentions = list(getattr(block, "attentions", None) or [])
-        channels = resnets[-1].out_channels
-        for j, resnet in enumerate(resnets):
-            add(
-                f"up{i}.res{j}",
-                f"up_blocks.{i}.resnets.{j}",
-                "resnet",
-                "decoder",
-                i,
-                resnet.out_channels,
-                scale,
-            )
-            if j < len(attentions):
-                add(
-                    f"up{i}.attn{j}",
-                    f"up_blocks.{i}.attentions.{j}",
-                    "attention",
-                    "decoder",
-                    i,
-                    _out_channels(attentions[j], resnet.out_channels),
-                    scale,
-                )
+        channels = block.resnets[-1].out_channels
+        out.pairs(f"up{i}", f"up_blocks.{i}", block, "decoder", i, scale)
         if getattr(block, "upsamplers", None):
             scale //= 2
-            add(
-                f"up{i}.upsample",
-                f"up_blocks.{i}.upsamplers.0",
-                "upsampler",
-                "decoder",
-                i,
-                channels,
-                scale,
-            )
-        add(f"up{i}", f"up_blocks.{i}", "block", "decoder", i, channels, scale)
-    return infos
+            path = f"up_blocks.{i}.upsamplers.0"
+            out.add(f"up{i}.upsample", path, "upsampler", "decoder", i, channels, scale)
+        out.add(f"up{i}", f"up_blocks.{i}", "block", "decoder", i, channels, scale)
+    return out.infos
+
+
+def _hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
 
 
 class LayerRegistry:
@@ -214,14 +215,44 @@ class LayerRegistry:
             )
         return self._infos[name]
 
+    def check(self, names) -> list[str]:
+        """Validate layer names; one error lists every unknown name with its close matches."""
+        names = list(names)
+        problems = []
+        for name in names:
+            try:
+                self.info(name)
+            except UnknownLayerError as error:
+                problems.append(str(error))
+        if problems:
+            raise UnknownLayerError(" ".join(problems))
+        return names
+
     def module(self, name: str) -> torch.nn.Module:
         return self._modules[self.info(name).module_path]
 
+    def parent_module(self, name: str) -> torch.nn.Module | None:
+        """For a query layer, the Transformer2D whose input fixes the map's height and width."""
+        path = self.info(name).parent_path
+        return None if path is None else self._modules[path]
+
+    def deepest(self, names) -> str:
+        """The requested layer that fires last in the forward pass."""
+        return max((self.info(name) for name in names), key=lambda info: info.order).name
+
+    def feature_size(self, name: str, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)`` of the layer's map for an image of ``image_size`` pixels (int: square)."""
+        scale = self.info(name).scale
+        height, width = _hw(image_size)
+        # ceil: strided convs with padding round up
+        return (
+            -(-(height // self.latent_scale) // scale),
+            -(-(width // self.latent_scale) // scale),
+        )
+
     def resolution(self, name: str, image_size: int) -> int:
         """Side of the layer's feature map for a square image of ``image_size`` pixels."""
-        latent = image_size // self.latent_scale
-        scale = self.info(name).scale
-        return -(-latent // scale)  # ceil: strided convs with padding round up
+        return self.feature_size(name, image_size)[0]
 
     def by_resolution(
         self,
@@ -230,7 +261,11 @@ class LayerRegistry:
         stage: str | None = None,
         kinds: tuple[str, ...] = ("resnet", "attention"),
     ) -> list[str]:
-        """Layers whose maps are ``resolution`` wide at ``image_size``, optionally in one stage."""
+        """Layers whose maps are ``resolution`` wide at ``image_size``, optionally in one stage.
+
+        ``by_resolution(16, 512, "encoder")`` is the paper's "encoder 16" group:
+        ``down2.res0, down2.attn0, down2.res1, down2.attn1`` on SD 1.x.
+        """
         return [
             info.name
             for info in self
@@ -239,11 +274,15 @@ class LayerRegistry:
             and (stage is None or info.stage == stage)
         ]
 
-    def table(self, image_size: int = 512) -> pd.DataFrame:
-        """Every layer with its module path, stage, kind, channels and resolution."""
+    def table(
+        self, image_size: int | tuple[int, int] = 512, kinds: tuple[str, ...] | None = None
+    ) -> pd.DataFrame:
+        """Every layer (or those of ``kinds``) with module path, stage, channels and resolution."""
         rows = []
         for info in self:
-            side = self.resolution(info.name, image_size)
+            if kinds is not None and info.kind not in kinds:
+                continue
+            h, w = self.feature_size(info.name, image_size)
             rows.append(
                 {
                     "name": info.name,
@@ -251,8 +290,9 @@ class LayerRegistry:
                     "stage": info.stage,
                     "kind": info.kind,
                     "channels": info.channels,
-                    "resolution": side,
-                    "shape": f"{info.channels} x {side} x {side}",
+                    "resolution": h,
+                    "shape": f"{info.channels} x {h} x {w}",
+                    "group": f"{info.stage} {h}" if h == w else f"{info.stage} {h}x{w}",
                     "order": info.order,
                 }
             )

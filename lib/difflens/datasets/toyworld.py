@@ -189,3 +189,164 @@ class ToyWorld:
 
     def with_(self, **changes) -> ToyWorld:
         return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- video mode
+
+
+@dataclass(frozen=True)
+class ToyMotion:
+    """How one object changes over a video; ``t`` runs from 0 (first frame) to 1 (last).
+
+    The centre moves at constant velocity ``(vx, vy)`` (image fractions per video) and
+    bounces off the borders; the radius is scaled by ``exp(growth * t)``; the shape turns by
+    ``spin * t`` radians. The paint order (depth) stays fixed, so objects whose paths cross
+    occlude each other.
+    """
+
+    start: ToyObject
+    vx: float
+    vy: float
+    growth: float
+    spin: float
+
+    def at(self, t: float) -> ToyObject:
+        radius = self.start.radius * float(np.exp(self.growth * t))
+        return replace(
+            self.start,
+            cx=_bounce(self.start.cx + self.vx * t, radius, 1.0 - radius),
+            cy=_bounce(self.start.cy + self.vy * t, radius, 1.0 - radius),
+            radius=radius,
+            angle=self.start.angle + self.spin * t,
+        )
+
+
+def _bounce(x: float, low: float, high: float) -> float:
+    """``x`` reflected back and forth into ``[low, high]``."""
+    span = high - low
+    if span <= 0:
+        return 0.5 * (low + high)
+    y = (x - low) % (2.0 * span)
+    return float(low + (y if y <= span else 2.0 * span - y))
+
+
+def random_motions(rng: np.random.Generator, objects: list[ToyObject]) -> list[ToyMotion]:
+    """Paths that all pass near one meeting point, each at its own time in [0.25, 0.75].
+
+    Crossing paths make the objects occlude one another in the middle of the video.
+    """
+    meeting = rng.uniform(0.35, 0.65, size=2)
+    motions = []
+    for obj in objects:
+        when = float(rng.uniform(0.25, 0.75))
+        target = meeting + rng.normal(0.0, 0.12, size=2)
+        motions.append(
+            ToyMotion(
+                start=obj,
+                vx=float((target[0] - obj.cx) / when),
+                vy=float((target[1] - obj.cy) / when),
+                growth=float(rng.uniform(-0.5, 0.5)),
+                spin=float(rng.uniform(-np.pi / 2, np.pi / 2)),
+            )
+        )
+    return motions
+
+
+def toy_sequence_name(seed: int) -> str:
+    return f"toyvid_{seed:06d}"
+
+
+def toy_video(
+    seed: int,
+    n_frames: int = 16,
+    size: int = 256,
+    n_objects: tuple[int, int] = (2, 4),
+    classes: tuple[str, ...] = TOY_CLASSES,
+    min_visible: float = 0.3,
+) -> list[Scene]:
+    """A toy video fully determined by ``seed``: one Scene per frame.
+
+    Objects keep their instance id and class in every frame while they move, grow or shrink,
+    turn and pass in front of / behind each other over a fixed background. ``n_frames``
+    samples the same motion more or less finely (frame ``f`` is at ``t = f / (n_frames-1)``).
+    A frame leaves out an object with less than ``min_visible`` of its area visible (as
+    :func:`render` does), so an occluded object disappears and comes back with its id.
+    Frames have ``image_id`` ``"toyvid_000007/00003"`` and ``source_image`` the sequence
+    name; ``meta`` holds ``sequence``, ``frame`` and each object's ``visible_fraction``.
+    """
+    if n_frames < 1:
+        raise ValueError(f"a toy video needs at least one frame, got n_frames={n_frames}")
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from make_toy_scene
+    n = int(rng.integers(n_objects[0], n_objects[1] + 1))
+    objects = random_objects(rng, n, classes)
+    background = _background(rng, size)
+    motions = random_motions(rng, objects)
+    name = toy_sequence_name(seed)
+    frames = []
+    for index in range(n_frames):
+        t = index / max(1, n_frames - 1)
+        moved = [motion.at(t) for motion in motions]
+        scene = render(
+            moved,
+            size,
+            background,
+            image_id=f"{name}/{index:05d}",
+            min_visible=min_visible,
+            source_image=name,
+            meta={"seed": seed, "sequence": name, "frame": index},
+        )
+        full = {obj.instance_id: int(_shape_mask(obj, size).sum()) for obj in moved}
+        scene.meta["visible_fraction"] = {
+            iid: float(mask.sum()) / max(1, full[iid])
+            for iid, mask in zip(scene.instance_ids, scene.masks)
+        }
+        frames.append(scene)
+    return frames
+
+
+@dataclass(frozen=True)
+class ToyVideos:
+    """``n_videos`` toy videos from seeds ``seed, seed+1, ...``; iterating yields every frame.
+
+    ``frames(sequence)`` (or ``video(index)``) gives one video's frames in order, as
+    ``DAVISDataset.frames`` does for a DAVIS sequence.
+    """
+
+    n_videos: int = 4
+    n_frames: int = 16
+    size: int = 256
+    seed: int = 0
+    n_objects: tuple[int, int] = (2, 4)
+    classes: tuple[str, ...] = TOY_CLASSES
+    min_visible: float = 0.3
+
+    def __len__(self) -> int:
+        return self.n_videos * self.n_frames
+
+    def __iter__(self) -> Iterator[Scene]:
+        for index in range(self.n_videos):
+            yield from self.video(index)
+
+    @property
+    def sequences(self) -> list[str]:
+        return [toy_sequence_name(self.seed + i) for i in range(self.n_videos)]
+
+    def video(self, index: int) -> list[Scene]:
+        if not 0 <= index < self.n_videos:
+            raise IndexError(f"ToyVideos has {self.n_videos} videos; index {index} is out of range")
+        return toy_video(
+            self.seed + index,
+            self.n_frames,
+            self.size,
+            self.n_objects,
+            self.classes,
+            self.min_visible,
+        )
+
+    def frames(self, sequence: str) -> list[Scene]:
+        if sequence not in self.sequences:
+            raise KeyError(f"no toy video {sequence!r}; known: {self.sequences}")
+        return self.video(self.sequences.index(sequence))
+
+    def with_(self, **changes) -> ToyVideos:
+        return replace(self, **changes)
