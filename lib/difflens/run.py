@@ -45,10 +45,22 @@ def load_config(name_or_path: str, root: Path = Path(".")) -> dict:
     return _expand(config)
 
 
-def notebook_parameters(config: dict, stem: str) -> dict:
-    """Parameters for one notebook: ``common`` updated by ``notebooks[stem]``."""
+PATH_KEYS = ("data_list", "voc_root", "coco_root", "davis_root", "cache")
+
+
+def notebook_parameters(config: dict, stem: str, base: Path | None = None) -> dict:
+    """Parameters for one notebook: ``common`` updated by ``notebooks[stem]``.
+
+    Relative paths among :data:`PATH_KEYS` are made absolute against ``base`` (the folder
+    the runner was started in), since notebooks execute in their own folder.
+    """
     params = dict(config.get("common") or {})
     params.update((config.get("notebooks") or {}).get(stem) or {})
+    if base is not None:
+        for key in PATH_KEYS:
+            value = params.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                params[key] = str((base / value).resolve())
     return params
 
 
@@ -74,7 +86,7 @@ def run_notebooks(
     print(f"difflens: running {len(notebooks)} notebooks with config {config_name!r} -> {run_dir}")
     for nb in notebooks:
         declared = pm.inspect_notebook(str(nb))
-        params = notebook_parameters(config, nb.stem)
+        params = notebook_parameters(config, nb.stem, Path.cwd())
         params["figures_dir"] = str(figures_root / nb.stem)
         params = {k: v for k, v in params.items() if k in declared}
         out = run_dir / nb.name

@@ -92,3 +92,73 @@ def summary_by_setting(long_by_setting: Mapping[str, pd.DataFrame]) -> pd.DataFr
         summary.insert(0, "setting", name)
         frames.append(summary)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass
+class SetAnalysis:
+    """Everything one figure panel and one table column need about one prototype table."""
+
+    long: pd.DataFrame
+    summary: pd.DataFrame
+    kruskal: dict
+    tests: pd.DataFrame
+    bootstrap: object  # difflens.stats.BootstrapResult
+    separation: float
+
+    def numbers(self) -> dict:
+        """The key numbers, JSON-ready (see :func:`difflens.plots.record_numbers`)."""
+        intervals = self.bootstrap.intervals()
+        orderings = self.bootstrap.orderings
+        return {
+            "means": self.summary["mean"].to_dict(),
+            "counts": self.summary["n"].astype(int).to_dict(),
+            "kruskal": {k: self.kruskal[k] for k in ("H", "p", "log10_p") if k in self.kruskal},
+            "mean_ci95": {s: [float(r["low"]), float(r["high"])] for s, r in intervals.iterrows()},
+            "orderings": {
+                str(r["ordering"]): {
+                    "holds": bool(r["holds"]),
+                    "probability": float(r["probability"]),
+                }
+                for _, r in orderings.iterrows()
+            },
+            "separation_cliffs_delta": self.separation,
+        }
+
+
+def separation(long: pd.DataFrame, within: str = "scdi", between: str = "dcdi") -> float:
+    """Cliff's delta of ``between`` over ``within`` distances: P(between > within) - P(<).
+
+    1 when every different-class distance exceeds every same-class one, 0 without
+    separation; the summary of the layer sweep.
+    """
+    from difflens.stats import cliffs_delta
+
+    a = long.loc[long["set"] == between, "distance"].to_numpy()
+    b = long.loc[long["set"] == within, "distance"].to_numpy()
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    return float(cliffs_delta(a, b))
+
+
+def analyse_sets(
+    table: PrototypeTable,
+    metric: str = "correlation",
+    sets: Sequence[str] = ("scsi", "scdi", "dcsi", "dcdi"),
+    n_boot: int = 1000,
+    seed: int = 0,
+    **options,
+) -> SetAnalysis:
+    """Distance sets of ``table`` with their summary, Kruskal-Wallis, pairwise tests
+    (Mann-Whitney, Dunn, Cliff's delta, Dunn indices), image-level bootstrap of the set
+    means and orderings, and the scdi/dcdi separation."""
+    from difflens.stats import bootstrap_set_means, kruskal_sets, pairwise_tests
+
+    long = distance_sets(table, metric=metric, sets=sets, progress=False, **options)
+    return SetAnalysis(
+        long=long,
+        summary=set_summary(long),
+        kruskal=kruskal_sets(long),
+        tests=pairwise_tests(long),
+        bootstrap=bootstrap_set_means(long, table, n_boot=n_boot, seed=seed),
+        separation=separation(long),
+    )
