@@ -55,10 +55,12 @@ def test_notebook_executes_and_records_numbers(executed, nb):
 def _check_result(result):
     assert set(result["means"]) <= {"scsi", "scdi", "sidi", "dcsi", "dcdi"}
     for name, mean in result["means"].items():
-        assert mean is not None and 0 <= mean <= 2, name
+        assert mean is not None and mean >= 0, name
         low, high = result["mean_ci95"][name]
-        assert low <= high
-    assert -1 <= result["separation_cliffs_delta"] <= 1 or result["separation_cliffs_delta"] is None
+        if low is not None:  # an interval needs enough source images to resample
+            assert low <= high
+    sep = result["separation_cliffs_delta"]
+    assert sep is None or -1 <= sep <= 1  # None where scdi or dcdi is not among the sets
     for ordering in result["orderings"].values():
         assert 0 <= ordering["probability"] <= 1
 
@@ -95,9 +97,3 @@ def test_video_study_has_every_offset(executed):
     offsets = {row["offset"] for row in summary if row["set"] == "sidi"}
     assert offsets <= {1, 2, 5, 10} and len(offsets) >= 3
     assert all(math.isfinite(row["mean"]) for row in summary)
-
-
-def test_controls_record_the_three_checks(executed):
-    numbers = numbers_of(executed, "07_controls")
-    for key in ("trained_above_random", "shuffled_covers_zero", "shuffled_accuracy_covers_chance"):
-        assert isinstance(numbers[key], bool)
