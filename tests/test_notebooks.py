@@ -97,3 +97,12 @@ def test_video_study_has_every_offset(executed):
     offsets = {row["offset"] for row in summary if row["set"] == "sidi"}
     assert offsets <= {1, 2, 5, 10} and len(offsets) >= 3
     assert all(math.isfinite(row["mean"]) for row in summary)
+
+
+def test_controls_notebook_meets_the_acceptance_checks(executed):
+    numbers = numbers_of(executed, "07_controls")
+    assert numbers["model"].startswith("toy")
+    assert numbers["trained_above_random"], numbers
+    assert numbers["shuffled_covers_zero"], numbers
+    assert numbers["shuffled_accuracy_covers_chance"], numbers
+    assert numbers["trained_separation_low"] > numbers["random_weights_separation_high"]

@@ -195,6 +195,20 @@ _PRINTABLE = [chr(i) for i in range(33, 127)]
 _TINY_VOCAB_SIZE = 2 * len(_PRINTABLE) + 2
 
 
+@torch.no_grad()
+def encode_prompt(tokenizer, text_encoder, prompt: str, device=None) -> torch.Tensor:
+    """The text encoder's last hidden states ``(1, tokens, width)`` for ``prompt``, padded
+    to the tokenizer's maximum length as SD's pipelines do."""
+    ids = tokenizer(
+        prompt,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return text_encoder(ids.to(device) if device is not None else ids)[0]
+
+
 def write_character_tokenizer(folder: Path) -> None:
     """Save a CLIP tokenizer whose vocabulary is single printable characters (no merges)."""
     from transformers import CLIPTokenizer

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from difflens.backbone import Backbone, parse_dtype
+from difflens.backbone import Backbone, encode_prompt, parse_dtype
 from difflens.layers import LayerRegistry
 from difflens.store import KEY_VERSION, FeatureStore, image_digest
 
@@ -378,15 +378,9 @@ class FeatureExtractor:
                     1, 1, dim, device=backbone.device, dtype=backbone.dtype
                 )
             else:
-                tokens = backbone.tokenizer(
-                    prompt,
-                    padding="max_length",
-                    max_length=backbone.tokenizer.model_max_length,
-                    truncation=True,
-                    return_tensors="pt",
+                hidden = encode_prompt(
+                    backbone.tokenizer, backbone.text_encoder, prompt, backbone.device
                 )
-                with torch.no_grad():
-                    hidden = backbone.text_encoder(tokens.input_ids.to(backbone.device))[0]
                 self._embeddings[key] = hidden.to(backbone.dtype)
         return self._embeddings[key]
 
