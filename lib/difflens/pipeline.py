@@ -26,7 +26,7 @@ from difflens.extract import BadInputError, FeatureExtractor, Setting, check_ima
 from difflens.extract import load_image as read_image
 from difflens.layers import UnknownLayerError
 from difflens.prototypes import MASK_MODES, META_COLUMNS, PrototypeTable, scene_prototypes
-from difflens.report import SkipLog
+from difflens.report import SkipLog, logger
 from difflens.scene import Scene
 from difflens.store import FeatureStore, array_digest, image_digest
 
@@ -217,6 +217,7 @@ def _compute_prototypes(
     results: list[dict | Exception] = []
     for row, item in enumerate(items):
         computed = {}
+        announced: set[tuple[str, str]] = set()  # one warning per object and reason, not per spec
         try:
             for label in item.missing:
                 spec = specs[label]
@@ -229,7 +230,13 @@ def _compute_prototypes(
                         f"non-finite features at {'+'.join(spec.layers)} "
                         f"({extractor.backbone.dtype} overflow?)"
                     )
-                table = scene_prototypes(fmap, item.scene, mask_mode=spec.mask_mode)
+                table = scene_prototypes(
+                    fmap, item.scene, mask_mode=spec.mask_mode, skipped=SkipLog(verbose=False)
+                )
+                for record in table.skipped.records:
+                    if record not in announced:
+                        announced.add(record)
+                        logger.warning("skipped %s: %s", *record)
                 if store is not None:
                     fields = _prototype_fields(config, spec, item.fields, item.prompt)
                     store.put("prototypes", fields, *_table_to_entry(table))
