@@ -43,10 +43,11 @@ import torch
 
 from difflens.backbone import Backbone, load_backbone
 from difflens.datasets.toyworld import ToyWorld
-from difflens.distances import pairwise
+from difflens.distances import canonical_metric, pairwise
 from difflens.extract import FeatureExtractor
 from difflens.pipeline import PrototypeSpec, prototype_table, prototype_tables
 from difflens.prototypes import PrototypeTable
+from difflens.sets import source_codes
 from difflens.stats import bootstrap_over_images, cliffs_delta
 from difflens.toymodel import TOY_IMAGE_SIZE, VALIDATION_SEED_START
 
@@ -95,12 +96,6 @@ def shuffle_labels(table: PrototypeTable, seed: int = 0) -> PrototypeTable:
 # ----------------------------------------------------------------------------- measures
 
 
-def _image_groups(meta: pd.DataFrame) -> np.ndarray:
-    """One integer per row naming its source image (copies of one image share it)."""
-    column = meta["source_image"].where(meta["source_image"].notna(), meta["image_id"])
-    return pd.factorize(column)[0]
-
-
 def separation(table: PrototypeTable, metric: str = CONTROL_METRIC) -> float:
     """Cliff's delta of different-class vs same-class distances, different-image pairs only.
 
@@ -111,7 +106,7 @@ def separation(table: PrototypeTable, metric: str = CONTROL_METRIC) -> float:
     if len(table) < 2:
         return float("nan")
     distances = pairwise(table.features, metric=metric)
-    groups = _image_groups(table.meta)
+    groups = source_codes(table.meta)[0]
     classes = pd.factorize(table.meta["class_name"])[0]
     i, j = np.triu_indices(len(table), k=1)
     keep = groups[i] != groups[j]
@@ -124,8 +119,6 @@ def separation(table: PrototypeTable, metric: str = CONTROL_METRIC) -> float:
 
 def _distances_to_centroids(x: np.ndarray, centroids: np.ndarray, metric: str) -> np.ndarray:
     """``(N, K)`` distances of rows ``x[n]`` to their own centroids ``centroids[n, k]``."""
-    from difflens.distances import canonical_metric
-
     metric = canonical_metric(metric)
     if metric == "euclidean":
         return np.sqrt(((centroids - x[:, None, :]) ** 2).sum(-1))
@@ -152,7 +145,7 @@ def centroid_predictions(table: PrototypeTable, metric: str = CONTROL_METRIC) ->
     images; a class with no object outside the image cannot be predicted for it.
     """
     features = np.asarray(table.features, np.float64)
-    groups = _image_groups(table.meta)
+    groups = source_codes(table.meta)[0]
     codes, names = pd.factorize(table.meta["class_name"])
     one_hot = np.eye(len(names))[codes]  # N x K
     group_hot = np.eye(groups.max() + 1)[groups]  # N x G
@@ -237,7 +230,6 @@ def measure_arms(
     together). Every arm uses the same draws (same seed, same images in the same order),
     so the intervals are directly comparable.
     """
-
     rows = []
     for arm, table in tables.items():
         boot = bootstrap_over_images(
@@ -311,7 +303,7 @@ def controls_study(
     }
     for arm in ARMS:
         key = arm.replace(" ", "_")
-        for measure in ("separation", "centroid accuracy"):
+        for measure in MEASURES:
             mkey = measure.replace(" ", "_")
             for column in ("estimate", "low", "high"):
                 numbers[f"{key}_{mkey}_{column}"] = get(arm, measure, column)
