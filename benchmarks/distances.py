@@ -1,7 +1,7 @@
 """Benchmark: all-pairs distances, distance sets and Székely distance correlation.
 
 N = 5,000 prototypes x d = 1,280 (float32): the four metrics of Table 1 for all pairs
-(difflens.distances.pairwise, float64 products by default) and the extraction of the
+(difflens.analysis.distances.pairwise, float64 products by default) and the extraction of the
 distance sets in long form; distance correlation for all pairs of N = 2,000. The same
 work done the straightforward way is timed in the same run: scipy's ``pdist`` for the four
 metrics, and ``dcor.distance_correlation`` per pair (timed on a random subsample of pairs
@@ -10,24 +10,28 @@ and extrapolated to all pairs). Accuracy against both references is printed too.
     python benchmarks/distances.py            # human-readable
     python benchmarks/distances.py --json     # one JSON object
     python benchmarks/distances.py --quick    # small sizes, a smoke test
+    python benchmarks/distances.py --markdown docs/benchmarks/distances.md
+                                              # also write the result table as Markdown
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from difflens.distances import SCIPY_NAMES, distance_correlation_matrix, pairwise
-from difflens.prototypes import PrototypeTable
-from difflens.sets import distance_sets
+from difflens.analysis.distances import SCIPY_NAMES, distance_correlation_matrix, pairwise
+from difflens.analysis.sets import distance_sets
+from difflens.features.prototypes import PrototypeTable
 
 
 def synthetic_table(n: int, d: int, seed: int = 0, n_classes: int = 20) -> PrototypeTable:
@@ -57,6 +61,14 @@ def synthetic_table(n: int, d: int, seed: int = 0, n_classes: int = 20) -> Proto
     return PrototypeTable(meta, features)
 
 
+def _is_markdown_arg(argv: list[str], i: int) -> bool:
+    """Whether ``argv[i]`` is ``--markdown`` or its value (left out of the recorded command)."""
+    a = argv[i]
+    return (
+        a == "--markdown" or a.startswith("--markdown=") or (i > 0 and argv[i - 1] == "--markdown")
+    )
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -76,6 +88,53 @@ def cpu_of(out) -> float:
     return CPU_SECONDS.pop(id(out), float("nan"))
 
 
+def _seconds(s: float) -> str:
+    """Seconds with three significant digits below 100 s, whole seconds above."""
+    return f"{s:.0f} s" if s >= 100 else f"{s:.3g} s"
+
+
+def markdown_table(out: dict) -> str:
+    """The result as a heading-less Markdown table plus one line naming the run and machine."""
+    n, nd = f"{out['n']:,}", f"{out['n_dcor']:,}"
+    scipy = out.get("scipy_metric_s", {})
+    err = out["max_rel_err_vs_scipy"]
+    rows = [
+        "| work | difflens | straightforward | agreement |",
+        "|---|---|---|---|",
+        f"| four metrics, all pairs of {n} | {_seconds(out['four_metrics_s'])} "
+        f"({_seconds(out['four_metrics_cpu_s'])} CPU); float32 products "
+        f"{_seconds(out['four_metrics_float32_s'])} | "
+        + (f"scipy `pdist` {_seconds(out['scipy_s'])}" if scipy else "not timed")
+        + f" | max rel. error vs scipy {max(err.values()):.0e} |",
+    ]
+    for metric, seconds in out["metric_s"].items():
+        ref = f"scipy `pdist` {_seconds(scipy[metric])}" if metric in scipy else ""
+        rows.append(f"| {metric} | {_seconds(seconds)} | {ref} | {err[metric]:.0e} |")
+    rows.append(
+        f"| long form of the sets ({out['sets_rows']:,} rows, correlation) "
+        f"| {_seconds(out['sets_s'])} | | |"
+    )
+    rows.append(
+        f"| dCor, all pairs of {nd} | {_seconds(out['dcor_s'])} "
+        f"({_seconds(out['dcor_cpu_s'])} CPU) | `dcor` per pair, timed on "
+        f"{out['dcor_ref_pairs_timed']} pairs and extrapolated: {_seconds(out['dcor_ref_s'])} "
+        f"| max abs. error {out['dcor_max_abs_err']:.0e} |"
+    )
+    if "aggregates_s" in out:
+        rows.append(
+            f"| streamed set aggregates, {out['aggregates_n']:,} objects "
+            f"({out['aggregates_pairs']:,} pairs) | {_seconds(out['aggregates_s'])} | | |"
+        )
+    command = " ".join(["python benchmarks/distances.py", out["argv"]]).strip()
+    machine = (
+        f"Measured {datetime.date.today().isoformat()} with `{command}` on {os.cpu_count()} "
+        f"CPUs, torch {torch.__version__} ({out['threads']} threads), load average "
+        f"{out['load_average_1min']:.1f}; N = {n} x d = {out['d']:,} float32 prototypes, dCor "
+        f"on N = {nd}; peak resident memory {out['peak_rss_mb']:,.0f} MB."
+    )
+    return "\n".join(rows) + "\n\n" + machine + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="prototypes for the four metrics")
@@ -91,7 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--markdown", metavar="PATH", help="also write the result table to PATH as Markdown"
+    )
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     if args.quick:
         args.n, args.d, args.n_dcor, args.ref_pairs = 300, 64, 100, 20
 
@@ -107,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         "d": args.d,
         "n_dcor": args.n_dcor,
         "threads": torch.get_num_threads(),
+        "argv": " ".join(a for i, a in enumerate(argv) if not _is_markdown_arg(argv, i)),
     }
 
     metric_s, metric_f32_s, max_rel_err, cpu_s = {}, {}, {}, 0.0
@@ -153,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["scipy_metric_s"] = scipy_s
         out["scipy_s"] = sum(scipy_s.values())
     if args.n_aggregates:
-        from difflens.sets import set_aggregates
+        from difflens.analysis.aggregates import set_aggregates
 
         big = synthetic_table(args.n_aggregates, args.d, seed=3)
         agg, out["aggregates_s"] = timed(
@@ -164,6 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
         del agg, big
     out["peak_rss_mb"] = peak_rss_mb()
     out["load_average_1min"] = os.getloadavg()[0]
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown_table(out))
 
     if args.json:
         print(json.dumps(out, indent=2))

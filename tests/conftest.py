@@ -12,13 +12,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
-    from difflens.backbone import load_backbone
+    from difflens.models.backbone import load_backbone
 
     return load_backbone("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_extractor(tiny_backbone):
-    from difflens.extract import FeatureExtractor
+    from difflens.features.extractor import FeatureExtractor
 
     return FeatureExtractor(tiny_backbone, image_size=128)

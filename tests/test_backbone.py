@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from difflens.backbone import BackboneNotFoundError, load_backbone
+from difflens.models.backbone import BackboneNotFoundError, load_backbone
 
 
 def test_tiny_model_is_saved_then_loaded_like_a_checkpoint(tmp_path, monkeypatch):

@@ -19,7 +19,9 @@ from fixtures.dataset_trees import (
 )
 from pycocotools.coco import COCO
 
-from difflens.datasets import COCO_TO_VOC, VOC_CLASSES, COCODataset, load
+from difflens.data.coco import COCODataset
+from difflens.data.registry import load
+from difflens.data.vocabulary import COCO_TO_VOC, VOC_CLASSES
 
 
 def box(rows, cols):

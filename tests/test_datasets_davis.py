@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from fixtures.dataset_trees import DAVIS_H, DAVIS_W, make_davis_tree, write_palette_png
 
-from difflens.datasets import PAPER_DAVIS_CLASSES, PAPER_DAVIS_SEQUENCES, DAVISDataset, load
-from difflens.frames import frames_at_offsets
+from difflens.data.davis import PAPER_DAVIS_CLASSES, PAPER_DAVIS_SEQUENCES, DAVISDataset
+from difflens.data.registry import load
+from difflens.data.video import frames_at_offsets
 
 
 def test_frames_ids_and_hand_counted_pixels(tmp_path):
@@ -46,8 +47,11 @@ def test_classes_from_semantics_file_and_user_mapping(tmp_path):
 
 def test_without_any_class_source_the_loader_explains(tmp_path):
     make_davis_tree(tmp_path, semantics=None)
+    data = load("davis", tmp_path)  # videos need no class; scenes do
     with pytest.raises(ValueError, match="classes='person'"):
-        load("davis", tmp_path)
+        list(data)
+    with pytest.raises(ValueError, match="classes='person'"):
+        data.frames("dancing")[0]
 
 
 def test_object_missing_from_semantics_is_an_unknown_class(tmp_path):

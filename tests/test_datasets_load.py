@@ -1,4 +1,4 @@
-"""The one entry point: difflens.datasets.load."""
+"""The one entry point: difflens.data.load."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import numpy as np
 import pytest
 from fixtures.dataset_trees import make_coco_tree, make_davis_tree, make_voc_tree
 
-from difflens.datasets import (
-    COCODataset,
-    DAVISDataset,
-    ToyVideos,
-    ToyWorld,
-    VOCDataset,
-    load,
-    make_toy_scene,
-)
-from difflens.scene import Scene
+from difflens.data.coco import COCODataset
+from difflens.data.davis import DAVISDataset
+from difflens.data.registry import load
+from difflens.data.scene import Scene
+from difflens.data.toy import ToyVideos, ToyWorld, make_toy_scene
+from difflens.data.voc import VOCDataset
 
 
 def test_each_name_gives_its_loader(tmp_path):

@@ -22,8 +22,9 @@ from fixtures.dataset_trees import (
 )
 from PIL import Image
 
-from difflens.datasets import VOC_CLASSES, VOCDataset, load
-from difflens.datasets.vocabulary import voc_palette
+from difflens.data.registry import load
+from difflens.data.voc import VOCDataset
+from difflens.data.vocabulary import VOC_CLASSES, voc_palette
 
 
 def test_palette_matches_imgviz_colour_map():

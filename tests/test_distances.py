@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from difflens.distances import (
+from difflens.analysis.distances import (
     DegenerateVectorWarning,
     _CentredDistances,
     canonical_metric,
@@ -192,3 +192,27 @@ def test_centred_chunks_give_dcor_squared(use_kernel):
     assert gram[0, 2] / 30**2 == pytest.approx(
         dcor.distance_covariance_sqr(x[0].numpy(), x[2].numpy()), abs=1e-12
     )
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine", "correlation"])
+def test_paired_distances_to_per_row_centroids_match_scipy(metric):
+    from difflens.analysis.distances import SCIPY_NAMES, paired
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(7, 12))
+    centroids = rng.normal(size=(7, 4, 12))
+    got = paired(x[:, None, :], centroids, metric)
+    expected = np.stack(
+        [cdist(x[n : n + 1], centroids[n], SCIPY_NAMES[metric])[0] for n in range(7)]
+    )
+    assert got.shape == (7, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_paired_gives_nan_for_a_zero_vector_and_names_unsupported_metrics():
+    from difflens.analysis.distances import paired
+
+    assert np.isnan(paired(np.zeros(3), np.ones(3), "cosine"))
+    assert np.isnan(paired(np.full(3, 2.0), np.arange(3.0), "correlation"))
+    with pytest.raises(ValueError, match="paired supports"):
+        paired(np.ones(3), np.ones(3), "distance_correlation")

@@ -16,17 +16,20 @@ from fixtures.archive_server import ArchiveServer
 from fixtures.dataset_trees import make_davis_tree, make_voc_tree
 
 from difflens.data.__main__ import main
+from difflens.data.davis import DAVISDataset
 from difflens.data.download import (
+    AUTHORS_LIST_NAME,
+    AUTHORS_LIST_SHA256,
     DATASET_ARCHIVES,
     Archive,
     ChecksumError,
     DownloadError,
     OfflineError,
     download_dataset,
-    extract,
     fetch,
+    unpack,
 )
-from difflens.datasets import DAVISDataset, VOCDataset
+from difflens.data.voc import VOCDataset
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
 
@@ -198,7 +201,7 @@ def test_zip_entries_leaving_the_folder_are_refused(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../evil.txt", "x")
     with pytest.raises(DownloadError, match="outside"):
-        extract(archive, tmp_path / "out")
+        unpack(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -236,3 +239,50 @@ def test_official_table_names_the_brief_urls():
     assert "http://images.cocodataset.org/zips/train2017.zip" in urls
     assert "http://images.cocodataset.org/annotations/annotations_trainval2017.zip" in urls
     assert "https://data.vision.ee.ethz.ch/csergi/share/davis/DAVIS-2017-trainval-480p.zip" in urls
+
+
+# --------------------------------------------------------------------------- the authors' list
+
+SHIPPED_LIST = Path(__file__).resolve().parents[1] / "data_lists" / AUTHORS_LIST_NAME
+LIST_SHA256 = "5105d312f202caf8b7cb02198fff56db8cf88d908842a5bcbaadc2edba4071be"
+
+
+def test_shipped_authors_list_is_the_published_file():
+    data = SHIPPED_LIST.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == LIST_SHA256 == AUTHORS_LIST_SHA256
+    rows = data.decode().splitlines()
+    assert rows[0] == "src,dataset" and len(rows) == 1 + 2008
+    tags = [row.rsplit(",", 1)[1] for row in rows[1:]]
+    assert (tags.count("pascal"), tags.count("coco"), tags.count("davis")) == (1000, 1000, 8)
+
+
+def test_cli_fetches_the_authors_list_and_checks_its_sha256(serve, tmp_path, capsys):
+    data = SHIPPED_LIST.read_bytes()
+    server = serve({"images_and_video_list.csv": data})
+    out = tmp_path / "lists" / "authors.csv"
+    url = f"{server.url}/images_and_video_list.csv"
+    assert main(["download", "authors-list", "--out", str(out), "--url", url]) == 0
+    assert out.read_bytes() == data and "verified" in capsys.readouterr().out
+    # present: verified, not fetched again
+    assert main(["download", "authors-list", "--out", str(out), "--url", url]) == 0
+    assert len(server.requests) == 1
+
+
+def test_cli_rejects_an_authors_list_with_another_checksum(serve, tmp_path, capsys):
+    altered = SHIPPED_LIST.read_bytes().replace(b"walking,davis", b"bear,davis")
+    server = serve({"images_and_video_list.csv": altered})
+    out = tmp_path / "authors.csv"
+    url = f"{server.url}/images_and_video_list.csv"
+    assert main(["download", "authors-list", "--out", str(out), "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert hashlib.sha256(altered).hexdigest() in err and LIST_SHA256 in err
+    assert not out.exists() and not out.with_name("authors.csv.part").exists()
+    # a wrong file already in place is reported, never used
+    out.write_bytes(altered)
+    assert main(["download", "authors-list", "--out", str(out), "--url", url]) == 2
+    assert "is not the authors' list" in capsys.readouterr().err
+
+
+def test_authors_list_options_are_refused_for_datasets(tmp_path, capsys):
+    assert main(["download", "voc", "--root", str(tmp_path), "--out", "x.csv"]) == 2
+    assert "--out and --url are for authors-list" in capsys.readouterr().err

@@ -5,16 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from difflens.datasets import ToyWorld
-from difflens.extract import (
-    BadInputError,
-    FeatureExtractor,
-    Setting,
-    capture,
-    check_image,
-    load_image,
-    run_unet,
-)
+from difflens.core.errors import BadInputError
+from difflens.data.images import check_image
+from difflens.data.images import read_image as load_image
+from difflens.data.toy import ToyWorld
+from difflens.features.extractor import FeatureExtractor
+from difflens.features.hooks import capture, run_unet
+from difflens.features.settings import Setting
 
 LAYERS = [
     "down0.attn1",
@@ -190,7 +187,7 @@ def test_bad_images_get_named_errors(tmp_path, tiny_backbone, images):
     assert check_image(grey, "x", colour="convert").shape == (64, 64, 3)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png at all")
-    with pytest.raises(BadInputError, match="broken.png: cannot read"):
+    with pytest.raises(BadInputError, match="broken.png cannot be decoded"):
         load_image(broken)
     with pytest.raises(BadInputError, match="missing.jpg"):
         load_image(tmp_path / "missing.jpg")
@@ -216,8 +213,8 @@ def test_bad_settings_get_named_errors(tiny_backbone, tiny_extractor, latents):
         Setting(10, 0)
     with pytest.raises(KeyError, match="Close matches: down2.attn0"):
         tiny_extractor.features_from_latents(latents, ["down2.attn0", "down2.atn0"])
-    for size in (100, 120, (128, 100)):
-        with pytest.raises(ValueError, match="multiple of 64"):
+    for size in (100, 124, (128, 100)):
+        with pytest.raises(ValueError, match="multiple of 8"):
             FeatureExtractor(tiny_backbone, image_size=size)
 
 
@@ -237,7 +234,7 @@ def test_rectangular_images_and_prompts(tiny_backbone, images):
 
 
 def test_bf16_stays_close_to_fp32(tiny_extractor, images):
-    from difflens.backbone import load_backbone
+    from difflens.models.backbone import load_backbone
 
     bf16 = FeatureExtractor(load_backbone("tiny", dtype="bf16"), image_size=128)
     assert bf16.config()["dtype"] == "bfloat16"
@@ -246,3 +243,18 @@ def test_bf16_stays_close_to_fp32(tiny_extractor, images):
     assert low.dtype == torch.float32
     cosine = torch.nn.functional.cosine_similarity(low.flatten(1), ref.flatten(1))
     assert (cosine > 0.99).all() and not torch.equal(low, ref)
+
+
+def test_sizes_off_the_unet_grid_run_as_diffusers_runs_them(tiny_backbone):
+    """120 x 136 px is a multiple of the VAE factor (8) but not of the U-Net's downsampling:
+    diffusers rounds deeper maps up; every captured map has the hand-computed size."""
+    extractor = FeatureExtractor(tiny_backbone, image_size=(120, 136))
+    names = [info.name for info in extractor.registry if info.kind == "resnet"]
+    image = np.random.default_rng(0).integers(0, 256, (90, 100, 3), dtype=np.uint8)
+    feats = extractor.features([image], names, timestep=10)
+    for name in names:
+        scale = extractor.registry.info(name).scale
+        # latent 15 x 17; each stride-2 stage rounds up: ceil(15 / scale), ceil(17 / scale)
+        expected = (-(-15 // scale), -(-17 // scale))
+        assert tuple(feats[name].shape[-2:]) == expected, name
+        assert torch.isfinite(feats[name]).all(), name

@@ -3,14 +3,11 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-from difflens.frames import (
-    frames_at_offsets,
-    offset_distance_sets,
-    offset_summary,
-    plot_offset_trend,
-)
-from difflens.prototypes import PrototypeTable
-from difflens.scene import Scene
+from difflens.analysis.video import offset_distance_sets, offset_summary
+from difflens.data.scene import Scene
+from difflens.data.video import frames_at_offsets
+from difflens.features.prototypes import PrototypeTable
+from difflens.viz.video import plot_offset_trend
 
 
 def frame(seq: str, index: int, ids: list[int], classes: list[str]) -> Scene:

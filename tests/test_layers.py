@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from difflens.layers import PAPER_LAYER, LayerRegistry, UnknownLayerError
+from difflens.models.layers import PAPER_LAYER, LayerRegistry, UnknownLayerError
 
 
 def _forward_record(unet, registry, latent_hw, cross_dim):
@@ -56,7 +56,15 @@ def test_registry_matches_a_real_forward_of_the_tiny_model(tiny_backbone):
     registry = _check_against_forward(tiny_backbone.unet, (128, 128))
     _check_against_forward(tiny_backbone.unet, (128, 192))  # non-square too
     kinds = {info.kind for info in registry}
-    assert kinds == {"resnet", "attention", "query", "downsampler", "upsampler", "block"}
+    assert kinds == {
+        "resnet",
+        "residual",
+        "attention",
+        "query",
+        "downsampler",
+        "upsampler",
+        "block",
+    }
 
 
 def test_registry_on_an_sd2_style_unet():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from difflens.plots import (
+from difflens.viz.plots import (
     SET_COLOURS,
     TRANSFORM_COLOURS,
     boxplot_panels,
@@ -77,7 +77,10 @@ def test_mean_markers_with_bootstrap_intervals():
     assert len(bars) == 4
     xs = [bar.lines[0].get_xdata()[0] for bar in bars]
     ys = [bar.lines[0].get_ydata()[0] for bar in bars]
-    assert xs == [1, 2, 3, 4] and ys == [0.0, 1.0, 2.0, 3.0]
+    # each marker stands at its set's box: the position of the tick that names the set
+    ticks = {t.get_text(): t.get_position()[0] for t in ax.get_xticklabels()}
+    assert xs == [ticks[s] for s in ("scsi", "scdi", "dcsi", "dcdi")]
+    assert ys == [0.0, 1.0, 2.0, 3.0]
     segments = bars[1].lines[2][0].get_segments()[0]
     assert segments[:, 1].tolist() == pytest.approx([0.9, 1.2])
 

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from difflens.prototypes import masked_means, resize_masks, scene_prototypes
-from difflens.scene import Scene
+from difflens.data.scene import Scene
+from difflens.features.prototypes import masked_means, resize_masks, scene_prototypes
 
 
 def test_masked_mean_by_hand():

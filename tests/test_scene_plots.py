@@ -1,7 +1,7 @@
 import numpy as np
 
-from difflens.scene import Scene
-from difflens.scene_plots import object_size_histogram, object_table, overlay, show_scenes
+from difflens.data.scene import Scene
+from difflens.viz.scenes import object_size_histogram, object_table, overlay, show_scenes
 
 
 def test_object_table_counts_pixels_by_hand():

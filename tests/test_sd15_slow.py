@@ -9,9 +9,9 @@ import gc
 import pytest
 import torch
 
-from difflens.extract import capture, run_unet
-from difflens.layers import PAPER_LAYER, LayerRegistry
-from difflens.sd_configs import SD2_UNET, SD15_UNET, build_sd_unet
+from difflens.features.hooks import capture, run_unet
+from difflens.models.layers import PAPER_LAYER, LayerRegistry
+from difflens.models.sd_configs import SD2_UNET, SD15_UNET, build_sd_unet
 
 pytestmark = pytest.mark.slow
 

@@ -26,24 +26,15 @@ from fixtures.dataset_trees import (
 )
 
 from difflens.data.__main__ import main
-from difflens.datasets import load
-from difflens.scene import Scene
-from difflens.selection import (
-    SelectionRules,
-    class_rule_failure,
-    read_list,
-    resolve_list,
-    select,
-    size_rule_failure,
-)
+from difflens.data.lists import read_list, resolve_list
+from difflens.data.registry import load
+from difflens.data.scene import Scene
+from difflens.data.selection import SelectionRules, class_rule_failure, select, size_rule_failure
 
 AUTHORS_LIST = Path(
     os.environ.get(
         "DIFFLENS_AUTHORS_LIST",
-        Path(__file__).resolve().parents[2]
-        / "shared"
-        / "data_lists"
-        / "diffprops_images_and_video_list.csv",
+        Path(__file__).resolve().parents[1] / "data_lists" / "diffprops_images_and_video_list.csv",
     )
 )
 
@@ -155,7 +146,30 @@ def test_list_format_is_checked(tmp_path):
     assert resolved.ids("pascal") == ["2007_000001"]
 
 
-@pytest.mark.skipif(not AUTHORS_LIST.is_file(), reason="the authors' image list is not present")
+def test_repeated_rows_and_empty_src_are_unresolved_not_read_twice(tmp_path):
+    base = make_voc_tree(tmp_path)
+    path = tmp_path / "list.csv"
+    # row 3 names row 1's image again (with and without the extension); row 4 is empty
+    path.write_text(
+        "src,dataset\n2007_000001.jpg,pascal\n2007_000002.jpg,pascal\n2007_000001,pascal\n,pascal\n"
+    )
+    resolved = resolve_list(path, voc_root=base)
+    assert resolved.frame["resolved"].tolist() == [True, True, False, False]
+    assert resolved.frame["reason"].tolist()[2:] == [
+        "repeats row 1 (2007_000001); an image is read once",
+        "empty src",
+    ]
+    assert resolved.ids("pascal") == ["2007_000001", "2007_000002"]
+    assert [s.image_id for s in resolved.load("pascal")] == ["2007_000001", "2007_000002"]
+
+
+def test_unreadable_list_names_the_file(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text('src,dataset\n"2007_000001.jpg,pascal\n')  # a quote never closed
+    with pytest.raises(ValueError, match="broken.csv is not a readable CSV"):
+        read_list(path)
+
+
 def test_authors_list_resolves_against_a_tree_holding_a_few_of_its_names(tmp_path):
     listed = read_list(AUTHORS_LIST)
     assert Counter(listed["dataset"]) == Counter({"pascal": 1000, "coco": 1000, "davis": 8})

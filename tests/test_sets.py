@@ -8,14 +8,10 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-from difflens.prototypes import PrototypeTable
-from difflens.sets import (
-    SETS,
-    SourcePairSums,
-    distance_sets,
-    set_aggregates,
-    set_pair_counts,
-)
+from difflens.analysis.aggregates import set_aggregates
+from difflens.analysis.sets import SETS, distance_sets, set_pair_counts
+from difflens.analysis.source_sums import SourcePairSums
+from difflens.features.prototypes import PrototypeTable
 
 
 def fig2_table() -> PrototypeTable:

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from difflens.datasets import ToyWorld
-from difflens.extract import FeatureExtractor
-from difflens.pipeline import prototype_table
-from difflens.plots import boxplot_sets
-from difflens.prototypes import masked_means, resize_masks
-from difflens.scene import Scene
-from difflens.sets import distance_sets
+from difflens.analysis.sets import distance_sets
+from difflens.data.scene import Scene
+from difflens.data.toy import ToyWorld
+from difflens.features.batch import prototype_table
+from difflens.features.extractor import FeatureExtractor
+from difflens.features.prototypes import masked_means, resize_masks
+from difflens.viz.plots import boxplot_sets
 
 
 def test_prototypes_equal_masked_mean_of_an_unhooked_forward(tiny_backbone, tiny_extractor):
@@ -60,5 +60,5 @@ def test_unknown_layer_lists_close_matches(tiny_extractor):
 
 
 def test_image_size_must_fit_the_model(tiny_backbone):
-    with pytest.raises(ValueError, match="multiple of 64"):
+    with pytest.raises(ValueError, match="multiple of 8"):
         FeatureExtractor(tiny_backbone, image_size=100)

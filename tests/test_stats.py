@@ -11,38 +11,32 @@ from scipy import special
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from difflens.prototypes import PrototypeTable
-from difflens.sets import PAPER_SETS, SourcePairSums, distance_sets
-from difflens.stats import (
+from difflens.analysis.bootstrap import (
     bootstrap_over_images,
     bootstrap_set_means,
-    claimed_orderings,
-    cliffs_delta,
     draw_counts,
+    resample_table,
+    set_mean_statistic,
+    weighted_set_means,
+)
+from difflens.analysis.comparisons import pairwise_tests
+from difflens.analysis.dunn_index import (
     dunn_delta4_Delta2,
     dunn_delta4_Delta3,
     dunn_index,
     dunn_mean_sd,
-    dunn_posthoc,
     dunn_textbook,
-    format_p,
-    holm,
-    holm_log10,
-    kruskal_sets,
-    log10_chi2_sf,
-    mann_whitney,
     mean_abs_difference,
     min_gap,
-    ordering_holds,
-    pairwise_tests,
-    permutation_test,
-    rank_biserial,
-    resample_table,
-    set_mean_statistic,
-    set_summary,
-    shapiro_sets,
-    weighted_set_means,
 )
+from difflens.analysis.effects import cliffs_delta, rank_biserial
+from difflens.analysis.permutation import permutation_test
+from difflens.analysis.pvalues import format_p, holm, holm_log10, log10_chi2_sf
+from difflens.analysis.rank_tests import dunn_posthoc, kruskal_sets, mann_whitney, shapiro_sets
+from difflens.analysis.sets import PAPER_SETS, distance_sets
+from difflens.analysis.source_sums import SourcePairSums
+from difflens.analysis.summaries import claimed_orderings, ordering_holds, set_summary
+from difflens.features.prototypes import PrototypeTable
 
 
 def make_long(spec, seed=0):

@@ -6,10 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from difflens.datasets import ToyWorld
-from difflens.extract import BadInputError, FeatureExtractor
-from difflens.pipeline import PrototypeSpec, feature_maps, prototype_table, prototype_tables
-from difflens.store import FeatureStore
+from difflens.core.errors import BadInputError
+from difflens.data.toy import ToyWorld
+from difflens.features.batch import PrototypeSpec, feature_maps, prototype_table, prototype_tables
+from difflens.features.extractor import FeatureExtractor
+from difflens.features.store import FeatureStore
 
 LAYER = "down1.attn0"
 
@@ -47,7 +48,10 @@ def assert_tables_equal(a, b, exact=False):
     if exact:
         np.testing.assert_array_equal(a.features, b.features)
     else:
-        np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)
+        # float32 convolutions of one input held in different buffers (a latent read back
+        # from disk vs. one computed in the batch) round differently: 1.1e-5 was seen on
+        # values of about 0.1, so the tolerance is a few float32 ulps of the largest values
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-4, atol=5e-5)
     assert a.skipped.records == b.skipped.records
 
 
@@ -141,7 +145,7 @@ def test_changed_settings_and_inputs_never_reuse_an_entry(tiny_backbone, scenes,
 
 
 def test_changed_weights_invalidate_the_cache(scenes, store):
-    from difflens.backbone import load_backbone
+    from difflens.models.backbone import load_backbone
 
     backbone = load_backbone("tiny")
     extractor = FeatureExtractor(backbone, image_size=128)
@@ -201,7 +205,7 @@ def test_an_interrupted_run_resumes_with_nothing_lost_or_duplicated(tiny_extract
 def test_a_failing_image_is_counted_and_retried_next_run(
     tiny_extractor, scenes, store, monkeypatch
 ):
-    from difflens.store import image_digest
+    from difflens.features.store import image_digest
 
     poisoned = image_digest(scenes[2].image)
     original = FeatureExtractor.features_for_settings
@@ -283,7 +287,7 @@ def test_feature_maps_skip_bad_files_and_cache_good_ones(tmp_path, tiny_extracto
     assert maps.counts == {"done": 2, "cached": 0, "skipped": 3, "failed": 0}
     assert set(maps) == {str(good), "image4"}
     skipped = dict(maps.skipped.records)
-    assert "cannot read" in skipped[str(broken)] and "grey" in skipped[str(grey)]
+    assert "cannot be decoded" in skipped[str(broken)] and "grey" in skipped[str(grey)]
     assert "RGBA" in skipped[str(rgba)]
     direct = tiny_extractor.features([scenes[0].image], ["down2.attn0"], timestep=100)
     torch.testing.assert_close(

@@ -4,10 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from difflens.prototypes import PrototypeTable
-from difflens.sets import distance_sets
-from difflens.stats import bootstrap_set_means, pairwise_tests, set_summary
-from difflens.tables import (
+from difflens.analysis.bootstrap import bootstrap_set_means
+from difflens.analysis.comparisons import pairwise_tests
+from difflens.analysis.sets import distance_sets
+from difflens.analysis.summaries import set_summary
+from difflens.features.prototypes import PrototypeTable
+from difflens.viz.tables import (
     MEASURE_LABELS,
     bootstrap_table,
     comparison_table,

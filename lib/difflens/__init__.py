@@ -1,6 +1,6 @@
 """difflens: the semantics of pre-trained diffusion U-Net features, measured."""
 
-from difflens.scene import Scene
+from difflens.data.scene import Scene
 
 __all__ = ["Scene"]
 __version__ = "0.1.0"

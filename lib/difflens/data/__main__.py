@@ -1,4 +1,12 @@
-"""``python -m difflens.data download|resolve|select ...`` (see ``--help``)."""
+"""The data stage's command line: ``python -m difflens.data download|resolve|select ...``.
+
+- ``download voc|coco|davis|spair|pf-pascal|pf-willow|cub [--root DIR]``: fetch, verify
+  and unpack a dataset's archives (and pair lists);
+- ``download authors-list [--out PATH]``: fetch the authors' image list and check its
+  SHA-256;
+- ``resolve LIST``: resolve an image list against the dataset folders;
+- ``select voc|coco --root DIR``: a seeded sample of images passing the paper's rules.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +17,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from difflens.data.download import (
+    AUTHORS_LIST_NAME,
+    AUTHORS_LIST_URL,
     DATASET_ARCHIVES,
     DEFAULT_PARTS,
     DownloadError,
+    download_authors_list,
     download_dataset,
     read_checksum_table,
 )
+
+AUTHORS_LIST = "authors-list"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m difflens.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    down = sub.add_parser("download", help="fetch, verify and unpack a dataset's archives")
-    down.add_argument("name", choices=sorted(DATASET_ARCHIVES))
+    down = sub.add_parser(
+        "download", help="fetch, verify and unpack a dataset's archives, or the authors' list"
+    )
+    down.add_argument("name", choices=[*sorted(DATASET_ARCHIVES), AUTHORS_LIST])
     down.add_argument("--root", default="data", help="data folder (default: data)")
     down.add_argument(
         "--parts",
@@ -38,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "--delete-archives", action="store_true", help="delete archives after unpacking"
     )
     down.add_argument("--timeout", type=float, default=30.0, help="network timeout, seconds")
+    down.add_argument(
+        "--out",
+        help=f"{AUTHORS_LIST} only: where to write it (default data_lists/{AUTHORS_LIST_NAME})",
+    )
+    down.add_argument(
+        "--url", help=f"{AUTHORS_LIST} only: where to fetch it (default {AUTHORS_LIST_URL})"
+    )
 
     res = sub.add_parser("resolve", help="resolve an image list against the dataset folders")
     res.add_argument("list", help="CSV with columns src,dataset")
@@ -59,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _download(args) -> int:
+    if args.name == AUTHORS_LIST:
+        out = args.out or f"data_lists/{AUTHORS_LIST_NAME}"
+        path = download_authors_list(out, url=args.url or AUTHORS_LIST_URL, timeout=args.timeout)
+        print(f"{AUTHORS_LIST}: verified in {path}")
+        return 0
+    if args.out or args.url:
+        raise ValueError(f"--out and --url are for {AUTHORS_LIST}; datasets take --root/--mirror")
     table = read_checksum_table(args.checksums) if args.checksums else None
     parts = [p.strip() for p in args.parts.split(",")] if args.parts else None
     folder = download_dataset(
@@ -75,7 +104,7 @@ def _download(args) -> int:
 
 
 def _resolve(args) -> int:
-    from difflens.selection import resolve_list
+    from difflens.data.lists import resolve_list
 
     resolved = resolve_list(
         args.list, voc_root=args.voc, coco_root=args.coco, davis_root=args.davis
@@ -89,8 +118,8 @@ def _resolve(args) -> int:
 
 
 def _select(args) -> int:
-    from difflens.datasets import load
-    from difflens.selection import SelectionRules, select
+    from difflens.data.registry import load
+    from difflens.data.selection import SelectionRules, select
 
     dataset = load(args.name, args.root, split=args.split)
     rules = SelectionRules(min_area_fraction=args.min_area, class_rule=args.class_rule)
@@ -107,6 +136,15 @@ def _select(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command.
+
+    Args:
+        argv: the arguments after ``python -m difflens.data`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 done, 1 incomplete (unresolved rows, too few images selected),
+        2 an error (its message printed to stderr).
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

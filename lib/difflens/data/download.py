@@ -1,14 +1,25 @@
-"""Fetch the official dataset archives: verified, resumable, skipped when present, extracted.
+"""Fetch the official dataset archives and the authors' image list: verified, resumable.
 
 Written with the standard library only (``urllib``, ``hashlib``, ``tarfile``, ``zipfile``).
 Layout under ``root``: archives in ``root/downloads/``; VOC extracts to
 ``root/VOCdevkit/VOC2012``, COCO to ``root/coco/{val2017,train2017,annotations}``, DAVIS to
-``root/DAVIS``.
+``root/DAVIS``, SPair-71k to ``root/SPair-71k``, PF-PASCAL to ``root/PF-dataset-PASCAL``
+(its pair lists copied into it), PF-WILLOW to ``root/PF-dataset`` (its pair list
+``test_pairs_pf.csv`` copied into ``root``), CUB-200-2011 to ``root/CUB_200_2011``. A part
+that is a plain file (a pair list) is copied to its folder instead of unpacked.
 
 Checksums: an archive is verified against every checksum known for it (the built-in table,
 overridden by a user table). Where none is known, its SHA-256 is computed on the first
 download and recorded in ``root/downloads/checksums.json``; later runs verify against that
-record. Without any checksum the size is checked when known.
+record. Without any checksum the size is checked when known. Archives are skipped when
+present and unpacked once. No checksum is published for SPair-71k, the Proposal Flow
+archives (PF-PASCAL, PF-WILLOW) or their pair lists: theirs are recorded on the first
+download. CUB-200-2011 is checked against the MD5 that CUB loaders have long used for
+the archive (``TDeVries/cub2011_dataset``, Avalanche's ``CUB200``).
+
+The authors' image list (``images_and_video_list.csv`` of their Diff-Props repository) is
+fetched by :func:`download_authors_list` and must match :data:`AUTHORS_LIST_SHA256`, the
+checksum of the copy shipped in ``data_lists/``.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import socket
 import tarfile
 import urllib.error
@@ -34,7 +46,21 @@ from tqdm.auto import tqdm
 logger = logging.getLogger("difflens")
 
 HASHES: tuple[str, ...] = ("md5", "sha1", "sha256")
+"""The checksum kinds understood (``hashlib`` names)."""
 CHECKSUM_RECORD = "checksums.json"
+"""The file in ``root/downloads/`` recording the SHA-256 of archives without a published one."""
+
+AUTHORS_LIST_NAME = "diffprops_images_and_video_list.csv"
+"""The file name of the authors' list under ``data_lists/``."""
+AUTHORS_LIST_URL = (
+    "https://raw.githubusercontent.com/SimoneBonechi/Diff-Props/main/images_and_video_list.csv"
+)
+"""Where the authors' list is published: ``images_and_video_list.csv`` of the Diff-Props
+repository on the GitHub account of the paper's first author (Simone Bonechi), at GitHub's
+raw-file address for its ``main`` branch. If the file moves, ``--url`` (``url=``) replaces
+the address; whatever the address, the file must match :data:`AUTHORS_LIST_SHA256`."""
+AUTHORS_LIST_SHA256 = "5105d312f202caf8b7cb02198fff56db8cf88d908842a5bcbaadc2edba4071be"
+"""SHA-256 of the authors' list (1,000 ``pascal``, 1,000 ``coco``, 8 ``davis`` rows)."""
 
 
 class DownloadError(RuntimeError):
@@ -61,6 +87,8 @@ class Archive:
         size: bytes, where known.
         checksums: ``{"md5"|"sha1"|"sha256": hex}`` known for it.
         checksum_source: where the checksums come from.
+        is_archive: ``False`` for a plain file (a pair list), copied into ``extract_to``
+            under its file name instead of unpacked.
     """
 
     filename: str
@@ -70,6 +98,7 @@ class Archive:
     size: int | None = None
     checksums: Mapping[str, str] = field(default_factory=dict)
     checksum_source: str = ""
+    is_archive: bool = True
 
 
 DATASET_ARCHIVES: dict[str, dict[str, Archive]] = {
@@ -128,19 +157,119 @@ DATASET_ARCHIVES: dict[str, dict[str, Archive]] = {
 }
 """The official archives of each dataset, by part."""
 
+_NO_CHECKSUM = "none published: SHA-256 recorded on first download"
+_PROPOSAL_FLOW = "https://www.di.ens.fr/willow/research/proposalflow/dataset"
+_PAIR_LISTS = "https://www.di.ens.fr/willow/research/cnngeometric/other_resources"
+
+PAIR_DATASET_ARCHIVES: dict[str, dict[str, Archive]] = {
+    "spair": {
+        "spair": Archive(
+            "SPair-71k.tar.gz",
+            "http://cvlab.postech.ac.kr/research/SPair-71k/data/SPair-71k.tar.gz",
+            extract_to=".",
+            marker="SPair-71k/PairAnnotation",
+            checksum_source=_NO_CHECKSUM,
+        ),
+    },
+    "pf-pascal": {
+        "images": Archive(
+            "PF-dataset-PASCAL.zip",
+            f"{_PROPOSAL_FLOW}/PF-dataset-PASCAL.zip",
+            extract_to=".",
+            marker="PF-dataset-PASCAL/JPEGImages",
+            checksum_source=_NO_CHECKSUM,
+        ),
+        "test_pairs": Archive(
+            "test_pairs_pf_pascal.csv",
+            f"{_PAIR_LISTS}/test_pairs_pf_pascal.csv",
+            extract_to="PF-dataset-PASCAL",
+            marker="PF-dataset-PASCAL/test_pairs_pf_pascal.csv",
+            checksum_source=_NO_CHECKSUM,
+            is_archive=False,
+        ),
+        "val_pairs": Archive(
+            "val_pairs_pf_pascal.csv",
+            f"{_PAIR_LISTS}/val_pairs_pf_pascal.csv",
+            extract_to="PF-dataset-PASCAL",
+            marker="PF-dataset-PASCAL/val_pairs_pf_pascal.csv",
+            checksum_source=_NO_CHECKSUM,
+            is_archive=False,
+        ),
+    },
+    "pf-willow": {
+        "images": Archive(
+            "PF-dataset.zip",
+            f"{_PROPOSAL_FLOW}/PF-dataset.zip",
+            extract_to=".",
+            marker="PF-dataset",
+            checksum_source=_NO_CHECKSUM,
+        ),
+        "test_pairs": Archive(
+            "test_pairs_pf.csv",
+            f"{_PAIR_LISTS}/test_pairs_pf.csv",
+            extract_to=".",
+            marker="test_pairs_pf.csv",
+            checksum_source=_NO_CHECKSUM,
+            is_archive=False,
+        ),
+    },
+    "cub": {
+        "images": Archive(
+            "CUB_200_2011.tgz",
+            "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+            extract_to=".",
+            marker="CUB_200_2011/parts/part_locs.txt",
+            checksums={"md5": "97eceeb196236b17998738112f37df78"},
+            checksum_source="MD5 used for this archive by TDeVries/cub2011_dataset and "
+            "Avalanche's CUB200 loader",
+        ),
+    },
+}
+"""The official archives of the keypoint-pair datasets, by part (also in
+:data:`DATASET_ARCHIVES`). The PF pair lists are those of the weakly-supervised
+alignment code (Rocco et al.), published next to the Proposal Flow archives; PF-WILLOW's
+is also found as ``test_pairs.csv`` (e.g. ``https://www.robots.ox.ac.uk/~xinghui/sd4match/
+test_pairs.csv``), a name the loader accepts. PF-PASCAL's ``trn`` list is not published
+there and is not fetched."""
+DATASET_ARCHIVES.update(PAIR_DATASET_ARCHIVES)
+
 DEFAULT_PARTS: dict[str, tuple[str, ...]] = {
     "voc": ("trainval",),
     "coco": ("val2017", "annotations"),
     "davis": ("trainval", "semantics"),
+    "spair": ("spair",),
+    "pf-pascal": ("images", "test_pairs", "val_pairs"),
+    "pf-willow": ("images", "test_pairs"),
+    "cub": ("images",),
 }
 """Parts fetched when none are named (COCO train2017, 18 GB, only when asked for)."""
+DATASET_FOLDERS: dict[str, str] = {
+    "voc": "VOCdevkit/VOC2012",
+    "coco": "coco",
+    "davis": "DAVIS",
+    "spair": "SPair-71k",
+    "pf-pascal": "PF-dataset-PASCAL",
+    "pf-willow": ".",
+    "cub": "CUB_200_2011",
+}
+"""The folder below ``root`` that :func:`download_dataset` returns (PF-WILLOW: ``root``,
+which holds ``PF-dataset/`` and the pair list)."""
 
 
 # --------------------------------------------------------------------------- checksums
 
 
 def file_digests(path: Path, algorithms: Iterable[str], progress: bool = False) -> dict[str, str]:
-    """Hex digests of ``path`` for each algorithm, in one pass."""
+    """Digests of a file, all in one pass over it.
+
+    Args:
+        path: the file.
+        algorithms: ``hashlib`` names (``md5``, ``sha1``, ``sha256``).
+        progress: show a progress bar.
+
+    Returns:
+        ``{algorithm: hex digest}``.
+    """
     hashers = {name: hashlib.new(name) for name in algorithms}
     size = path.stat().st_size
     with (
@@ -167,9 +296,18 @@ def verify_file(
     progress: bool = False,
     label: str | None = None,
 ) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has ``size`` and every checksum.
+    """Check a file's size and checksums.
 
-    ``label`` names the file in the message (default: its path).
+    Args:
+        path: the file.
+        size: the expected size in bytes; ``None`` skips the check.
+        checksums: ``{"md5"|"sha1"|"sha256": hex}``; empty values are ignored.
+        progress: show a progress bar while hashing.
+        label: names the file in messages (default: its path).
+
+    Raises:
+        ChecksumError: the size or a checksum differs; the message gives both values.
+        ValueError: a checksum kind other than :data:`HASHES`.
     """
     label = label or str(path)
     actual_size = path.stat().st_size
@@ -204,8 +342,21 @@ def _write_record(folder: Path, filename: str, entry: dict) -> None:
 
 
 def read_checksum_table(path: str | Path) -> dict[str, dict]:
-    """A user table ``{archive file name: {"md5"|"sha1"|"sha256": hex, "size": bytes}}``."""
-    table = json.loads(Path(path).read_text())
+    """Read a user checksum table.
+
+    Args:
+        path: a JSON file ``{archive file name: {"md5"|"sha1"|"sha256": hex, "size": bytes}}``.
+
+    Returns:
+        The table.
+
+    Raises:
+        ValueError: the file is not JSON of that shape (``FileNotFoundError`` when absent).
+    """
+    try:
+        table = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
     if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
         raise ValueError(f"{path}: expected {{file name: {{md5|sha1|sha256|size: value}}}}")
     return table
@@ -224,6 +375,83 @@ def _network_reason(err: BaseException) -> BaseException | None:
     return None
 
 
+def _open(url: str, dest: Path, offset: int, timeout: float):
+    """The HTTP response for ``url`` from byte ``offset`` on; ``None`` when nothing is left."""
+    headers = {"User-Agent": "difflens-data/1", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            return None  # the partial file already holds everything the server has
+        raise DownloadError(f"{url}: the server answered HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, OSError) as err:
+        cause = _network_reason(err)
+        raise OfflineError(
+            f"cannot reach {urlsplit(url).netloc} to fetch {dest.name} ({cause or err}). Are "
+            f"you offline? Fetch {url} by other means, put it at {dest} and run the command "
+            "again: it will be verified and unpacked."
+        ) from err
+
+
+def _resume_mode(response, url: str, part: Path, offset: int) -> tuple[int, str]:
+    """``(offset, file mode)`` to write the answer with: append to a resumed part or restart."""
+    if getattr(response, "status", 200) == 206:
+        content_range = response.headers.get("Content-Range", "")
+        if _range_start(content_range) != offset:
+            raise DownloadError(
+                f"{url}: asked to resume at byte {offset}, the server sent "
+                f"{content_range!r}; delete {part} and run again"
+            )
+        return offset, "ab"
+    if offset:
+        logger.info("%s ignores range requests: starting %s again", urlsplit(url).netloc, part.name)
+    return 0, "wb"
+
+
+def _receive(
+    response,
+    url: str,
+    dest: Path,
+    part: Path,
+    offset: int,
+    size: int | None,
+    progress: bool,
+    chunk_size: int,
+) -> None:
+    """Write the response body into ``part``; raise when the transfer stops short."""
+    offset, mode = _resume_mode(response, url, part, offset)
+    length = response.headers.get("Content-Length")
+    total = offset + int(length) if length is not None else size
+    try:
+        with (
+            part.open(mode) as handle,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                disable=not progress,
+            ) as bar,
+        ):
+            while chunk := response.read(chunk_size):
+                handle.write(chunk)
+                bar.update(len(chunk))
+    except (OSError, ValueError, http.client.HTTPException) as err:  # reset, timeout
+        raise DownloadError(
+            f"download of {dest.name} interrupted after {part.stat().st_size} bytes "
+            f"({err}); run the command again to resume"
+        ) from err
+    if total is not None and part.stat().st_size < total:
+        raise DownloadError(
+            f"download of {dest.name} stopped at {part.stat().st_size} of {total} bytes; "
+            "run the command again to resume"
+        )
+
+
 def fetch(
     url: str,
     dest: str | Path,
@@ -233,80 +461,37 @@ def fetch(
     progress: bool = True,
     chunk_size: int = 1 << 20,
 ) -> Path:
-    """Download ``url`` to ``dest``, resuming a partial ``dest.part`` with an HTTP Range.
+    """Download a file, resuming a partial ``dest.part`` with an HTTP Range request.
 
     A server that ignores the range (status 200) restarts the file. The finished file is
-    verified (size, checksums); on a mismatch it is deleted and :class:`ChecksumError`
-    raised. An unreachable host raises :class:`OfflineError` at once; an interrupted
-    transfer raises :class:`DownloadError` and leaves ``dest.part`` to resume from.
+    verified (size, checksums) before it is renamed to ``dest``. An unreachable host raises
+    :class:`OfflineError` at once (the message says how to place the file by hand); an
+    error answer or a transfer that stops raises :class:`DownloadError` and leaves
+    ``dest.part`` to resume from.
+
+    Args:
+        url: what to download (``http``, ``https`` or ``file``).
+        dest: where to put it; its folder is created.
+        size: the expected size in bytes, if known.
+        checksums: ``{"md5"|"sha1"|"sha256": hex}`` the file must have.
+        timeout: seconds to wait for the server at each step.
+        progress: show a progress bar.
+        chunk_size: bytes read at a time.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        ChecksumError: the finished file has another size or checksum; it is deleted.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
-    headers = {"User-Agent": "difflens-data/1", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    host = urlsplit(url).netloc
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:
-            # the partial file already holds everything the server has
-            response = None
-        else:
-            raise DownloadError(f"{url}: the server answered HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError) as err:
-        cause = _network_reason(err)
-        raise OfflineError(
-            f"cannot reach {host} to fetch {dest.name} ({cause or err}). Are you offline? "
-            f"Fetch {url} by other means, put it at {dest} and run the command again: "
-            "it will be verified and unpacked."
-        ) from err
+    response = _open(url, dest, offset, timeout)
     if response is not None:
         with response:
-            status = getattr(response, "status", 200)
-            mode = "ab"
-            if status == 206:
-                content_range = response.headers.get("Content-Range", "")
-                start = _range_start(content_range)
-                if start != offset:
-                    raise DownloadError(
-                        f"{url}: asked to resume at byte {offset}, the server sent "
-                        f"{content_range!r}; delete {part} and run again"
-                    )
-            else:
-                if offset:
-                    logger.info("%s ignores range requests: starting %s again", host, dest.name)
-                offset, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else size
-            try:
-                with (
-                    part.open(mode) as handle,
-                    tqdm(
-                        total=total,
-                        initial=offset,
-                        unit="B",
-                        unit_scale=True,
-                        desc=dest.name,
-                        disable=not progress,
-                    ) as bar,
-                ):
-                    while chunk := response.read(chunk_size):
-                        handle.write(chunk)
-                        bar.update(len(chunk))
-            except (OSError, ValueError, http.client.HTTPException) as err:  # reset, timeout
-                raise DownloadError(
-                    f"download of {dest.name} interrupted after {part.stat().st_size} bytes "
-                    f"({err}); run the command again to resume"
-                ) from err
-            if total is not None and part.stat().st_size < total:
-                raise DownloadError(
-                    f"download of {dest.name} stopped at {part.stat().st_size} of {total} bytes; "
-                    "run the command again to resume"
-                )
+            _receive(response, url, dest, part, offset, size, progress, chunk_size)
     try:
         verify_file(part, size, checksums, progress, label=dest.name)
     except ChecksumError as err:
@@ -331,10 +516,22 @@ def _range_start(content_range: str) -> int | None:
 # --------------------------------------------------------------------------- unpacking
 
 
-def extract(archive: str | Path, dest: str | Path) -> list[str]:
-    """Unpack a .tar(.gz) or .zip into ``dest``, refusing paths that leave it.
+def unpack(archive: str | Path, dest: str | Path) -> list[str]:
+    """Unpack a .tar(.gz) or .zip archive, refusing entries that would leave ``dest``.
 
-    Returns the top-level entries of the archive.
+    Tar archives are unpacked with the standard library's ``"data"`` filter where it exists
+    (no links, no absolute or escaping paths), else with the same checks made here.
+
+    Args:
+        archive: the archive file.
+        dest: the folder to unpack into (created).
+
+    Returns:
+        The archive's top-level entries, sorted.
+
+    Raises:
+        DownloadError: an entry would land outside ``dest``, or the file is neither a tar
+            nor a zip archive.
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -387,9 +584,15 @@ def download_dataset(
     progress: bool = True,
     archives: Mapping[str, Archive] | None = None,
 ) -> Path:
-    """Fetch, verify and unpack the parts of dataset ``name`` (``voc``, ``coco``, ``davis``).
+    """Fetch, verify and unpack the parts of a dataset.
+
+    Skips what is present: an archive on disk is verified instead of fetched, and an archive
+    already unpacked (stamp file and marker present) is not unpacked again. Download, check
+    and unpacking failures raise :class:`DownloadError` and its subclasses (see :func:`fetch`).
 
     Args:
+        name: ``voc``, ``coco``, ``davis``, ``spair``, ``pf-pascal``, ``pf-willow`` or
+            ``cub``.
         root: the data folder; see the module docstring for the layout.
         parts: which archives (default :data:`DEFAULT_PARTS`; COCO also has ``train2017``).
         mirror: a base URL serving the same file names (replaces the official host).
@@ -397,11 +600,15 @@ def download_dataset(
             overrides the built-in values for the files it names.
         keep_archives: keep the archives after unpacking (then a later run re-verifies
             them instead of fetching them again).
+        timeout: network timeout in seconds.
+        progress: show progress bars.
         archives: replaces the built-in archive table of ``name`` (tests, other mirrors).
 
-    Skips what is present: an archive on disk is verified instead of fetched, and an archive
-    already unpacked (stamp file and marker present) is not unpacked again. Returns the
-    dataset folder (``VOCdevkit/VOC2012``, ``coco`` or ``DAVIS`` under ``root``).
+    Returns:
+        The dataset folder under ``root`` (:data:`DATASET_FOLDERS`).
+
+    Raises:
+        ValueError: an unknown dataset or part.
     """
     table = dict(archives or DATASET_ARCHIVES.get(name, {}))
     if not table:
@@ -420,7 +627,7 @@ def download_dataset(
     for part in chosen:
         archive = _mirrored(table[part], mirror)
         _fetch_and_unpack(archive, root, downloads, user, keep_archives, timeout, progress)
-    return root / {"voc": "VOCdevkit/VOC2012", "coco": "coco", "davis": "DAVIS"}.get(name, ".")
+    return root / DATASET_FOLDERS.get(name, ".")
 
 
 def _expected(archive: Archive, user: Mapping[str, Mapping], record: dict) -> tuple:
@@ -437,6 +644,16 @@ def _expected(archive: Archive, user: Mapping[str, Mapping], record: dict) -> tu
         size = entry.get("size", size)
         source = f"recorded on first download ({entry.get('recorded', '?')})"
     return size, checksums, source
+
+
+def _place(archive: Archive, path: Path, root: Path) -> list[str]:
+    """Unpack an archive, or copy a plain file, into ``root/extract_to``; its top entries."""
+    folder = root / archive.extract_to
+    if archive.is_archive:
+        return unpack(path, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, folder / archive.filename)
+    return [archive.filename]
 
 
 def _fetch_and_unpack(
@@ -482,8 +699,9 @@ def _fetch_and_unpack(
     if stamp.is_file() and marker.exists():
         logger.info(f"{archive.filename}: already unpacked, skipping")
     else:
-        logger.info(f"{archive.filename}: unpacking into {root / archive.extract_to}")
-        top = extract(path, root / archive.extract_to)
+        verb = "unpacking" if archive.is_archive else "copying"
+        logger.info(f"{archive.filename}: {verb} into {root / archive.extract_to}")
+        top = _place(archive, path, root)
         if not marker.exists():
             raise DownloadError(
                 f"{archive.filename} unpacked, but {marker} is missing (the archive holds "
@@ -497,15 +715,59 @@ def _fetch_and_unpack(
         logger.info(f"{archive.filename}: archive deleted after unpacking")
 
 
+def download_authors_list(
+    out: str | Path,
+    url: str = AUTHORS_LIST_URL,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Fetch the authors' image list and check it against :data:`AUTHORS_LIST_SHA256`.
+
+    A file already at ``out`` is verified instead of fetched.
+
+    Args:
+        out: where to write the list (e.g. ``data_lists/diffprops_images_and_video_list.csv``).
+        url: where to fetch it from (default :data:`AUTHORS_LIST_URL`).
+        timeout: network timeout in seconds.
+        progress: show a progress bar.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ChecksumError: the present file is not the authors' list (a fetched file that is
+            not is deleted by :func:`fetch`, which raises the same error).
+    """
+    out = Path(out)
+    checksums = {"sha256": AUTHORS_LIST_SHA256}
+    if out.is_file():
+        try:
+            verify_file(out, checksums=checksums)
+        except ChecksumError as err:
+            raise ChecksumError(
+                f"{err}: {out} is not the authors' list; move it away and run again"
+            ) from err
+        logger.info("%s: present and verified (sha256 %s)", out, AUTHORS_LIST_SHA256)
+        return out
+    logger.info("fetching the authors' list from %s", url)
+    return fetch(url, out, checksums=checksums, timeout=timeout, progress=progress)
+
+
 __all__ = [
+    "AUTHORS_LIST_NAME",
+    "AUTHORS_LIST_SHA256",
+    "AUTHORS_LIST_URL",
     "DATASET_ARCHIVES",
+    "DATASET_FOLDERS",
     "DEFAULT_PARTS",
+    "PAIR_DATASET_ARCHIVES",
     "Archive",
     "ChecksumError",
     "DownloadError",
     "OfflineError",
+    "download_authors_list",
     "download_dataset",
-    "extract",
+    "unpack",
     "fetch",
     "file_digests",
     "read_checksum_table",
