@@ -286,7 +286,7 @@ def test_the_positive_control_separates_classes_and_the_controls_do_not():
         "shuffled_accuracy_covers_chance",
     ):
         assert numbers[check], f"{check}\n{summary}"
-    # The separation target (>= 0.25) is met with a wide margin and guarded here; the
+    # The separation target (>= 0.25) is met with a wide margin and guarded here; the
     # accuracy target (>= 0.8) is reported by notebook 07 and the model card, met or not: the
     # checks above (intervals disjoint from random weights' and shuffled labels') are the claim.
     assert numbers["trained_separation_estimate"] >= 0.25, summary

@@ -28,7 +28,7 @@ from difflens.data.spair import (
     spair_record,
 )
 
-# notes 5.1, written out by hand: the field list a pair JSON carries
+# SPair-71k's pair JSON fields, written out by hand: the field list a pair JSON carries
 NOTES_FIELDS = {
     "pair_id",
     "filename",

@@ -114,4 +114,4 @@ def test_controls_notebook_meets_the_acceptance_checks(executed):
     assert numbers["trained_separation_low"] > numbers["random_weights_separation_high"]
     assert numbers["trained_accuracy_above_random"], numbers
     assert numbers["trained_accuracy_above_shuffled"], numbers
-    assert numbers["trained_separation_estimate"] >= 0.25, numbers  # the target
+    assert numbers["trained_separation_estimate"] >= 0.25, numbers  # the positive control's target

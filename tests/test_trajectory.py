@@ -106,7 +106,7 @@ def test_residual_branch_hook_equals_the_resnets_own_submodules(extractor, image
 
 
 def test_hyperfeatures_timesteps_from_the_notes():
-    # notes 2.1: 50 steps, saved indices [49, 45, ..., 0]; index s is call 49 - s and the
+    # Diffusion Hyperfeatures: 50 steps, saved indices [49, 45, ..., 0]; index s is call 49 - s and the
     # U-Net sees -1 at call 0 and 20 (k - 1) at call k: -1, 60, 160, ..., 960
     from diffusers import DDPMScheduler
 
@@ -132,7 +132,7 @@ def test_hyperfeatures_timesteps_from_the_notes():
         960,
     ]
     assert plan.grid[:3] == (0, 20, 40) and plan.alpha_in[0] == 1.0
-    # SD's own config has steps_offset = 1 (notes 9.7): every timestep moves by one
+    # SD's own config has steps_offset = 1: every timestep moves by one
     sd_config = dict(SD_SCHEDULER, steps_offset=1)
     Stub.scheduler = DDPMScheduler(**sd_config)
     own = inversion_plan(Stub, InversionConfig(num_steps=50))

@@ -31,7 +31,7 @@ Threshold readings (``reading=``)
     is padded with ``-1`` to 40 columns before ``min``, so the minimum is ``-1`` and the
     "extent" is the largest coordinate plus one -- ``max over axes of (max - min(min, -1))``.
     This inflates the threshold and PCK (about 80 % instead of about 70 % on PF-WILLOW;
-    ``juhongm999/dhpf`` issue 3, notes 9.10). Applied in whatever frame the points are given
+    ``juhongm999/dhpf`` issue 3). Applied in whatever frame the points are given
     (Hedlin's loader works in its 512 frame).
 ``"pixels"``
     a fixed threshold in original target pixels: the base is 1, so ``alpha`` IS the threshold
@@ -47,7 +47,7 @@ Averaging (``averaging=``)
     all test pairs pooled across categories), Hedlin's mean over pairs, GeoAware's default.
 ``"per_point"``
     pooled: total correct / total keypoints -- DIFT's "per point", Diffusion Hyperfeatures,
-    SD-DINO's tables (its "All" is most probably pooled per point; notes 9.1), GeoAware with
+    SD-DINO's tables (its "All" is most probably pooled per point), GeoAware with
     ``--KPT_RESULT``.
 Both are reported overall (``category="all"``) and per category. SD-DINO's printed "Average"
 (mean of category means) can be computed from the per-category rows. Pairs without keypoints
@@ -68,7 +68,7 @@ on the pairs. The same resamples serve every reading and alpha.
 
 Which paper uses which reading
 ------------------------------
-:data:`PAPER_READINGS` (:func:`paper_readings` as a table) records it; in short (notes 9.1-9.3):
+:data:`PAPER_READINGS` (:func:`paper_readings` as a table) records it; in short:
 
 * DIFT: ``target_bbox``, ``<=``, original pixels, alpha 0.1; the paper reports per image
   (52.9 for DIFT_sd on SPair-71k), the code prints per point too.
@@ -221,7 +221,7 @@ PAPER_READINGS: tuple[PaperReading, ...] = (
         "per_image",
         "512 x 512 frame",
         (0.05, 0.1),
-        "thres='bbox' includes the -1 padding (notes 9.10); 'bbox-kp' is keypoint_extent",
+        "thres='bbox' includes the -1 padding; 'bbox-kp' is keypoint_extent",
     ),
     PaperReading(
         "SD-DINO (Zhang et al. 2023)",
@@ -233,7 +233,7 @@ PAPER_READINGS: tuple[PaperReading, ...] = (
         "padded square frame (img_size), bbox scaled by trg_scale",
         (0.1, 0.05, 0.01),
         "prints the mean and a pair-weighted mean of per-category per-point PCK; the paper's "
-        "'All' is probably pooled per point (notes 9.1)",
+        "'All' is probably pooled per point",
     ),
     PaperReading(
         "SD-DINO (Zhang et al. 2023)",
@@ -278,7 +278,7 @@ PAPER_READINGS: tuple[PaperReading, ...] = (
         (0.05, 0.1),
     ),
 )
-"""Which paper uses which reading (notes 9.1-9.3)."""
+"""Which paper uses which reading."""
 
 
 def paper_readings() -> pd.DataFrame:

@@ -13,7 +13,7 @@ matching, and differs only in its fields. Each names the paper and code it follo
     copies, each with its own VAE posterior sample and its own noise, in one U-Net batch
     whose maps are averaged (latent mode ``"sample-per-draw"``), and the prompt
     ``"a photo of a {class}"`` filled with the pair's category (SPair's raw folder name,
-    e.g. ``pottedplant``). DIFT draws its noise and posterior samples unseeded (notes 9.6);
+    e.g. ``pottedplant``). DIFT draws its noise and posterior samples unseeded;
     here they are seeded.
 ``semantic_lens``
     the layer the semantic-lens paper studies (Bonechi et al., Neurocomputing 2024):

@@ -31,7 +31,7 @@ latent. Hyperfeatures' quirks are switches of :class:`InversionConfig`, document
 its first call at timestep ``-1`` (``first_timestep=-1``; difflens feeds the clean latent at
 ``0`` by default, as the extractor does at ``t = 0``) and its scheduler built with
 ``DDIMScheduler``'s defaults (``steps_offset=0``; SD's own config has ``steps_offset = 1``,
-which shifts every timestep by one, notes 9.7). :func:`hyperfeatures_inversion` returns both
+which shifts every timestep by one). :func:`hyperfeatures_inversion` returns both
 switches set and :data:`HYPERFEATURES_SAVE_TIMESTEPS` their saved indices.
 
 Round trip: each inversion step inverts diffusers' ``DDIMScheduler.step`` (to float32 rounding)
@@ -240,8 +240,8 @@ class InversionConfig:
         first_timestep: the timestep of the first U-Net call, made on the clean latent.
             ``0`` (default) feeds it as the extractor feeds a clean latent; ``-1`` reproduces
             Diffusion Hyperfeatures, whose DDIM loop gives the clean latent timestep ``-1``
-            (an index outside the scheduler's range that the sinusoidal embedding accepts;
-            notes 9.7). Needed to reuse their trained aggregation weights.
+            (an index outside the scheduler's range that the sinusoidal embedding accepts).
+            Needed to reuse their trained aggregation weights.
         steps_offset: overrides the scheduler config's ``steps_offset`` (``None``: the
             model's own; SD 1.x/2.x ship ``1``, so their grid is 1, 21, ..., 981 at 50
             steps). Hyperfeatures builds ``DDIMScheduler`` with its defaults, ``0``

@@ -306,7 +306,7 @@ def launched_rank() -> int | None:
 def _run_as_helper(args: argparse.Namespace) -> None:
     """A non-main process of a launched run: the same notebooks, outputs thrown away."""
     with (
-        tempfile.TemporaryDirectory(prefix="difflens-helper-") as scratch,
+        tempfile.TemporaryDirectory(prefix="difflens-rank-") as scratch,
         open(os.devnull, "w") as quiet,
         contextlib.redirect_stdout(quiet),  # the main process reports
     ):
