@@ -70,6 +70,7 @@ data: $(STAMP)
 	$(PY) -m difflens.data download voc --root $${DIFFLENS_DATA:-data}
 	$(PY) -m difflens.data download coco --root $${DIFFLENS_DATA:-data}
 	$(PY) -m difflens.data download davis --root $${DIFFLENS_DATA:-data}
+	$(PY) -m difflens.data download spair --root $${DIFFLENS_DATA:-data}
 
 # The committed toy models (see each MODEL_CARD.md): the shape classifier that checks samples,
 # the positive control ("toy", four stages) and the denoiser-only model ("toy-denoiser"), each resumable

@@ -31,3 +31,30 @@ def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
     with pytest.raises(BackboneNotFoundError, match="local folder"):
         load_backbone("stable-diffusion-v1-5/stable-diffusion-v1-5")
     assert time.perf_counter() - start < 5
+
+
+def test_names_that_cannot_be_a_model_are_named_at_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(BackboneNotFoundError, match="did you mean 'toy'"):
+        load_backbone("toyy")
+    with pytest.raises(BackboneNotFoundError, match="does not exist"):
+        load_backbone(str(tmp_path / "models" / "sd15"))
+    with pytest.raises(BackboneNotFoundError, match="lacks unet/, scheduler/"):
+        load_backbone(str(tmp_path))
+
+
+def test_an_unresolvable_hub_fails_without_retrying(monkeypatch):
+    import socket
+
+    from difflens.models import backbone as module
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    assert not module._hub_host_resolves()
+    start = time.perf_counter()
+    with pytest.raises(BackboneNotFoundError, match="host does not resolve"):
+        load_backbone("difflens-tests/no-such-model")
+    assert time.perf_counter() - start < 5

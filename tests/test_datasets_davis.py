@@ -106,3 +106,17 @@ def test_split_filter_and_paper_sequences(tmp_path):
     bear = load("davis", tmp_path / "other", semantics=False, classes=PAPER_DAVIS_CLASSES)
     assert list(bear) == []  # not one of the eight: its objects have no class
     assert bear.skipped.counts() == Counter({"unknown class": 4, "no objects": 2})
+
+
+def test_a_broken_semantics_file_is_not_needed_with_one_class_and_is_named_otherwise(tmp_path):
+    from difflens.data.davis import SEMANTICS_FILE
+
+    make_davis_tree(tmp_path)
+    path = next(tmp_path.rglob(SEMANTICS_FILE))
+    path.write_text("{not json")
+    everyone = load("davis", tmp_path, ids=["walking/00000"], classes="person")
+    assert everyone[0].class_names == ["person", "person"]
+    with pytest.warns(UserWarning, match=f"{SEMANTICS_FILE}.*going on without it"):
+        data = load("davis", tmp_path, ids=["walking/00000"])
+    with pytest.raises(ValueError, match="classes='person'"):
+        list(data)

@@ -258,3 +258,18 @@ def test_sizes_off_the_unet_grid_run_as_diffusers_runs_them(tiny_backbone):
         expected = (-(-15 // scale), -(-17 // scale))
         assert tuple(feats[name].shape[-2:]) == expected, name
         assert torch.isfinite(feats[name]).all(), name
+
+
+def test_batches_that_are_not_lists_of_images_are_named(tiny_extractor, tmp_path):
+    image = np.zeros((64, 64, 3), np.uint8)
+    for batch, message in (
+        (image, r"one array of shape \(64, 64, 3\); pass a list of images: \[image\]"),
+        ([], "the list is empty"),
+        (str(tmp_path / "x.png"), "single path"),
+        ([str(tmp_path / "x.png")], "is a file path, not pixels"),
+    ):
+        with pytest.raises(BadInputError, match=message):
+            tiny_extractor.features(batch, ["down0.res0"], timestep=0)
+    stacked = tiny_extractor.features(np.stack([image, image]), ["down0.res0"], timestep=0)
+    listed = tiny_extractor.features([image, image], ["down0.res0"], timestep=0)
+    torch.testing.assert_close(stacked["down0.res0"], listed["down0.res0"])

@@ -291,6 +291,19 @@ def test_bad_inputs():
         )
     with pytest.raises(TypeError):
         match_keypoints(np.zeros((3, 4, 4)), ft, (8, 8), (8, 8), [[0, 0]])
+    nan_map = fs.clone()
+    nan_map[1, 2, 3] = float("nan")
+    for fn in (match_keypoints, match_reference, cosine_map):
+        with pytest.raises(ValueError, match="src_feat holds 1 non-finite"):
+            fn(nan_map, ft, (8, 8), (8, 8), [[0, 0]] if fn is not cosine_map else (0, 0))
+        with pytest.raises(ValueError, match="trg_feat is all zeros"):
+            fn(
+                fs,
+                torch.zeros_like(ft),
+                (8, 8),
+                (8, 8),
+                [[0, 0]] if fn is not cosine_map else (0, 0),
+            )
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "none"])

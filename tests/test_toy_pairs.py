@@ -145,3 +145,19 @@ def test_seeds_outside_the_split_are_refused():
         ToyPairs(n_pairs=20, seed=499_990)
     with pytest.raises(ValueError, match="unknown toy pair kind"):
         ToyPairs(kind="mirror")
+
+
+def test_check_pair_names_boxes_without_extent_or_finite_corners(semantic):
+    from dataclasses import replace
+
+    from difflens.core.errors import DatasetError
+
+    pair = semantic[0]
+    for box, message in (
+        (np.array([5.0, 5.0, 5.0, 5.0]), "has no extent"),
+        (np.array([5.0, np.nan, 9.0, 9.0]), "is inverted"),
+        (np.array([9.0, 5.0, 5.0, 9.0]), "is inverted"),
+    ):
+        with pytest.raises(DatasetError, match=message):
+            check_pair(replace(pair, target_box=box))
+    check_pair(replace(pair, target_box=np.array([5.0, 5.0, 5.0, 9.0])))  # a line: side 4

@@ -513,6 +513,12 @@ def _check_pair(
         raise ValueError(f"channel counts differ: {fs.shape[0]} vs {ft.shape[0]}")
     if fs.device != ft.device:
         raise ValueError(f"feature maps on different devices: {fs.device} vs {ft.device}")
+    for name, feat in (("src_feat", fs), ("trg_feat", ft)):
+        if not torch.isfinite(feat).all():
+            bad = int((~torch.isfinite(feat)).sum())
+            raise ValueError(f"{name} holds {bad} non-finite values (NaN or inf): no match")
+        if not bool(feat.abs().amax() > 0):
+            raise ValueError(f"{name} is all zeros: every cosine is 0 and no match is defined")
     return fs, ft
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -405,8 +406,8 @@ class DAVISDataset(SceneDataset):
         if split is not None and split not in DAVIS_SPLITS:
             raise ValueError(f"unknown DAVIS split {split!r}; choose one of {DAVIS_SPLITS}")
         self.split = split
-        self.semantics = self._semantics(semantics)
         self.classes = classes
+        self.semantics = self._semantics(semantics)
         self.split_of = self._read_splits()
         self._frames: dict[str, tuple[list[str], list[int] | None]] = {}
         self.ids = self._select_ids(ids)
@@ -415,9 +416,15 @@ class DAVISDataset(SceneDataset):
     def _semantics(self, semantics) -> dict[str, dict[int, str]] | None:
         if semantics is False:
             return None
-        if semantics is None:
+        if semantics is None:  # the file beside the data, when it is needed and readable
             path = self.root / SEMANTICS_FILE
-            return read_semantics(path) if path.is_file() else None
+            if isinstance(self.classes, str) or not path.is_file():
+                return None  # one class for every object: the file is never consulted
+            try:
+                return read_semantics(path)
+            except ValueError as err:
+                warnings.warn(f"{err}; going on without it (objects need classes=)", stacklevel=3)
+                return None
         if isinstance(semantics, Mapping):
             return {
                 str(seq): {int(k): str(v) for k, v in objs.items()}

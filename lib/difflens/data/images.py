@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,32 @@ from PIL import Image
 from difflens.core.errors import BadInputError, DatasetError
 
 COLOUR_MODES = ("strict", "convert")
+
+
+def image_list(images: object) -> list:
+    """A batch of images as a list, or a :class:`BadInputError` saying what was given.
+
+    Args:
+        images: a sequence of images, or a ``(B, H, W, C)`` array.
+
+    Returns:
+        The images as a list (each still to be checked by :func:`check_image`).
+
+    Raises:
+        BadInputError: one ``(H, W, C)`` image instead of a list, a single path, or no images.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        raise BadInputError(f"images: got the single path {str(images)!r}; pass a list of images")
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            raise BadInputError(
+                f"images: got one array of shape {images.shape}; pass a list of images: [image]"
+            )
+        images = list(images)
+    images = list(images)
+    if not images:
+        raise BadInputError("images: the list is empty")
+    return images
 
 
 def check_image(image: object, name: str = "image", colour: str = "strict") -> np.ndarray:
@@ -29,6 +56,11 @@ def check_image(image: object, name: str = "image", colour: str = "strict") -> n
     Raises:
         BadInputError: not uint8, grey/RGBA under ``"strict"``, another shape, or empty.
     """
+    if isinstance(image, (str, os.PathLike)):
+        raise BadInputError(
+            f"{name}: {str(image)!r} is a file path, not pixels; read it with "
+            "difflens.data.images.read_image (or give paths to feature_maps)"
+        )
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise BadInputError(f"{name}: expected uint8 pixels, got {array.dtype}")

@@ -149,7 +149,8 @@ def check_pair(pair: KeypointPair) -> KeypointPair:
     """The pair, or a :class:`DatasetError` naming it and what is wrong.
 
     Checks: RGB uint8 images; as many source points, target points and ids, at least one;
-    finite points inside their images; boxes with ``x1 <= x2`` and ``y1 <= y2``.
+    finite points inside their images; finite boxes with ``x1 <= x2`` and ``y1 <= y2`` and a
+    positive longer side (the PCK threshold's base).
 
     Args:
         pair: the pair to check.
@@ -189,6 +190,11 @@ def check_pair(pair: KeypointPair) -> KeypointPair:
                 f"{name}: {side} keypoint {pair.keypoint_ids[k]} at "
                 f"({points[k, 0]:g}, {points[k, 1]:g}) lies outside the {w} x {h} image",
             )
-        if not (box[0] <= box[2] and box[1] <= box[3]):
+        if not np.isfinite(box).all() or not (box[0] <= box[2] and box[1] <= box[3]):
             raise DatasetError("bad pair", f"{name}: {side} box {box.tolist()} is inverted")
+        if max(box[2] - box[0], box[3] - box[1]) <= 0:
+            raise DatasetError(
+                "bad pair",
+                f"{name}: {side} box {box.tolist()} has no extent (a PCK threshold of 0)",
+            )
     return pair

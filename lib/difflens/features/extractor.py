@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from difflens.core.errors import BadInputError
 from difflens.core.paths import cache_dir
-from difflens.data.images import COLOUR_MODES, check_image, images_to_tensor
+from difflens.data.images import COLOUR_MODES, check_image, image_list, images_to_tensor
 from difflens.features.hooks import capture, check_fired, run_unet
 from difflens.features.settings import NOISE_MODES, Setting, as_setting, draw_noise, draw_seed
 from difflens.features.store import KEY_VERSION, FeatureStore, get_or_compute, image_digest
@@ -305,6 +305,7 @@ class FeatureExtractor:
             mean (channels 0-3) then its standard deviation (4-7), from which
             :meth:`features_for_settings` samples one latent per draw.
         """
+        images = image_list(images)
         store = self.store if store is None else store
         if store is None:
             return self._encode_pixels(images)

@@ -254,16 +254,18 @@ def _is_offline() -> bool:
 
 
 def _from_pretrained(cls: type, source: str, subfolder: str, **kwargs: object) -> object:
-    """``cls.from_pretrained`` for a local folder, the local hub cache, then the hub."""
+    """``cls.from_pretrained``: a folder, the local hub cache, then the hub if it resolves."""
     if Path(source).is_dir():
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     try:
         return cls.from_pretrained(source, subfolder=subfolder, local_files_only=True, **kwargs)
     except (OSError, ValueError) as cached_error:
-        if _is_offline():
+        offline = _is_offline()
+        if offline or not _hub_host_resolves():
+            why = "HF_HUB_OFFLINE is set" if offline else "the hub's host does not resolve"
             raise BackboneNotFoundError(
                 f"Model {source!r} ({subfolder}) is not in the local Hugging Face cache and "
-                "HF_HUB_OFFLINE is set. Download it on a connected machine "
+                f"{why}. Download it on a connected machine "
                 f"(`huggingface-cli download {source}`) or pass a local folder that holds "
                 "unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (e.g. "
                 "load_backbone('/data/models/sd15'))."
@@ -276,6 +278,66 @@ def _from_pretrained(cls: type, source: str, subfolder: str, **kwargs: object) -
             "If this machine is offline, pass a local folder in the Stable Diffusion layout "
             "(unet/, vae/, text_encoder/, tokenizer/, scheduler/) instead of a hub id."
         ) from error
+
+
+BUILT_IN_MODELS = ("tiny", *TOY_MODELS)
+"""The models shipped with difflens (no download)."""
+
+
+def _looks_like_path(model: str) -> bool:
+    """A folder rather than a hub id (``org/name``): absolute, relative or home paths."""
+    return (
+        model.startswith(("/", ".", "~"))
+        or model.count("/") > 1
+        or os.sep in model.replace("/", "")
+    )
+
+
+def _check_folder(folder: Path, model: str) -> None:
+    """Raise :class:`BackboneNotFoundError` for a missing folder or one without ``unet/``."""
+    if not folder.is_dir():
+        raise BackboneNotFoundError(f"model folder {model!r} does not exist")
+    missing = [part for part in ("unet", "scheduler") if not (folder / part).is_dir()]
+    if missing:
+        raise BackboneNotFoundError(
+            f"model folder {model!r} lacks {', '.join(f'{m}/' for m in missing)}: a Stable "
+            "Diffusion pipeline folder holds unet/, vae/, text_encoder/, tokenizer/, scheduler/"
+        )
+
+
+def _hub_host_resolves() -> bool:
+    """Whether the hub's host name resolves (no DNS: the hub cannot be reached)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host or "huggingface.co", 443)
+    except OSError:
+        return False
+    return True
+
+
+def _resolve_source(model: str) -> str:
+    """The folder or hub id to load ``model`` from, with a clear error where none can be."""
+    import difflib
+
+    if model == "tiny":
+        return str(tiny_model_path())
+    if model in TOY_MODELS:
+        return str(toy_model_path(model))
+    if Path(model).expanduser().is_dir() or _looks_like_path(model):
+        _check_folder(Path(model).expanduser(), model)
+        return str(Path(model).expanduser())
+    if "/" not in model:
+        close = difflib.get_close_matches(model, BUILT_IN_MODELS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise BackboneNotFoundError(
+            f"unknown model {model!r}: {hint}built in: {', '.join(BUILT_IN_MODELS)}; or a "
+            "local pipeline folder, or a hub id such as "
+            f"{DEFAULT_MODEL_ID!r}"
+        )
+    return model
 
 
 def load_backbone(
@@ -305,12 +367,7 @@ def load_backbone(
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     dtype = parse_dtype(dtype)
-    if model == "tiny":
-        source = str(tiny_model_path())
-    elif model in TOY_MODELS:
-        source = str(toy_model_path(model))
-    else:
-        source = model
+    source = _resolve_source(model)
     weights = {"torch_dtype": dtype, "low_cpu_mem_usage": LOW_CPU_MEM_USAGE}
     unet = _from_pretrained(UNet2DConditionModel, source, "unet", **weights)
     has_vae = (Path(source) / "vae").is_dir() if Path(source).is_dir() else True
