@@ -3,6 +3,7 @@ import time
 import pytest
 import torch
 
+from difflens.core.errors import BadInputError
 from difflens.models.backbone import BackboneNotFoundError, load_backbone
 
 
@@ -58,3 +59,10 @@ def test_an_unresolvable_hub_fails_without_retrying(monkeypatch):
     with pytest.raises(BackboneNotFoundError, match="host does not resolve"):
         load_backbone("difflens-tests/no-such-model")
     assert time.perf_counter() - start < 5
+
+
+def test_a_cuda_device_without_cuda_is_named():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BadInputError, match="torch sees no CUDA device"):
+        load_backbone("toy", device="cuda")

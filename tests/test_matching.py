@@ -345,3 +345,9 @@ def test_cuda_equals_cpu(mode):
     torch.testing.assert_close(gpu.pred.cpu(), cpu.pred, rtol=0, atol=0)
     torch.testing.assert_close(gpu.score.cpu(), cpu.score, rtol=0, atol=1e-12)
     assert torch.equal(gpu.valid.cpu(), cpu.valid)
+
+
+def test_keypoints_of_another_shape_are_named():
+    fs, ft = torch.randn(3, 4, 4), torch.randn(3, 4, 4)
+    with pytest.raises(ValueError, match=r"\(N, 2\) x/y, got shape \(1, 3\)"):
+        match_keypoints(fs, ft, (8, 8), (8, 8), [[1, 2, 3]])

@@ -182,3 +182,11 @@ def test_the_shipped_configs_name_only_declared_parameters(name):
         for nb in (root / "notebooks").glob("[0-9][0-9]_*.ipynb")
     }
     assert unknown_keys(load_config(name, root), declared) == []
+
+
+def test_only_without_a_notebook_is_an_error(capsys):
+    from difflens.runner.notebooks import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only"])
+    assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err

@@ -553,6 +553,8 @@ def _pixels(
     if rounding not in KEYPOINT_ROUNDING:
         raise ValueError(f"keypoint_rounding must be one of {KEYPOINT_ROUNDING}, got {rounding!r}")
     pts = torch.as_tensor(np.asarray(kps.cpu() if isinstance(kps, torch.Tensor) else kps))
+    if pts.numel() and (pts.ndim != 2 or pts.shape[1] != 2):
+        raise ValueError(f"keypoints must be (N, 2) x/y, got shape {tuple(pts.shape)}")
     pts = pts.to(torch.float64).reshape(-1, 2)
     if not torch.isfinite(pts).all():
         raise ValueError("keypoints must be finite")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from difflens.core.errors import BadInputError
 from difflens.models.tiny import tiny_model_path
 from difflens.models.toy import TOY_MODELS, toy_model_path
 from difflens.models.wrappers import unwrap_module
@@ -340,7 +341,7 @@ def _resolve_source(model: str) -> str:
     return model
 
 
-def load_backbone(
+def load_backbone(  # noqa: DOC503 (BackboneNotFoundError comes from the helpers)
     model: str = DEFAULT_MODEL_ID,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
@@ -360,13 +361,23 @@ def load_backbone(
 
     Returns:
         The frozen :class:`Backbone`; ``vae`` is ``None`` for a folder without ``vae/``
-        (pixel-space models such as ``"toy"``). A model that is neither a folder nor in
-        the local hub cache, while the hub cannot be reached (or ``HF_HUB_OFFLINE`` is
-        set), raises :class:`BackboneNotFoundError` with what to do instead.
+        (pixel-space models such as ``"toy"``).
+
+    Raises:
+        BadInputError: a CUDA device is asked for and torch sees none.
+        BackboneNotFoundError: an unknown name (with the closest built-in model), a missing
+            folder or one without ``unet/``, or a hub id neither in the local hub cache nor
+            reachable (``HF_HUB_OFFLINE`` set, or the hub's host does not resolve); the
+            message says what to do instead.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     dtype = parse_dtype(dtype)
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(
+            f"device={str(device)!r}: torch sees no CUDA device (torch {torch.__version__}); "
+            "use device='cpu' or install a CUDA build of torch"
+        )
     source = _resolve_source(model)
     weights = {"torch_dtype": dtype, "low_cpu_mem_usage": LOW_CPU_MEM_USAGE}
     unet = _from_pretrained(UNet2DConditionModel, source, "unet", **weights)

@@ -266,10 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", default="demo", help="configs/<name>.yaml or a path (default: demo)"
     )
-    parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
-    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
-    parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument(
+        "--only", nargs="+", help="run only notebooks whose names start with these (e.g. 02 07)"
+    )
+    parser.add_argument(
+        "--notebooks", type=Path, default=Path("notebooks"), help="notebook folder (notebooks/)"
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="executed copies go to RUNS/<timestamp>/"
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        default=Path("figures"),
+        help="figures and numbers.json go to FIGURES/<notebook>/",
+    )
     args = parser.parse_args(argv)
     try:
         if launched_rank():
