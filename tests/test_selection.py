@@ -242,3 +242,10 @@ def test_cli_resolve_and_select(tmp_path, capsys):
     assert pd.read_csv(rows)["resolved"].all()
     code = main(["resolve", str(out)])  # no VOC root: every row unresolved, exit 1
     assert code == 1
+
+
+def test_selecting_from_the_toy_world_says_why_not():
+    from difflens.data.registry import load
+
+    with pytest.raises(TypeError, match="ToyWorld has none"):
+        select(load("toyworld", n_images=2), 1)

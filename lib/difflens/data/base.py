@@ -126,7 +126,7 @@ class SceneDataset:
                 read += 1
                 yield scene
         logger.info(
-            "%s: %d of %d items read; %d skipped (%s); %s",
+            "%s: %d of %d items read, %d skipped in this pass; in all: %s; %s",
             self.name,
             read,
             len(self.ids),

@@ -267,8 +267,17 @@ def select(
 
     Returns:
         The :class:`Selection`.
+
+    Raises:
+        TypeError: ``dataset`` has no ``ids`` (e.g. the toy world, which is already drawn by
+            seed and needs no selection).
     """
     rules = rules or SelectionRules()
+    if not hasattr(dataset, "ids"):
+        raise TypeError(
+            f"select() samples a dataset on disk by its ids; {type(dataset).__name__} has none "
+            "(toy scenes are already drawn by seed: use them as they are)"
+        )
     ids = list(dataset.ids)
     order = np.random.default_rng(seed).permutation(len(ids))
     tag = LIST_TAGS.get(getattr(dataset, "name", ""), getattr(dataset, "name", "unknown"))
