@@ -170,40 +170,27 @@ class ToyTrainConfig:
         return self.aux_weight > 0 and bool(self.class_heads or self.part_heads)
 
 
+_HEADS_ON_CLEAN_SCENES = {
+    "warmup_steps": 50,
+    "uncond_prob": 0.8,
+    "max_timestep": 500,
+    "aux_weight": 1.0,
+    "head_kind": "cosine",
+    "aux_uncond_only": True,
+}
+"""The positive control's later stages: cosine heads at weight 1 on caption-free examples,
+timesteps below 500, captions dropped 80 % of the time (each stage on new scenes)."""
+
 PRESETS: dict[str, ToyTrainConfig] = {
     "control-stage1": ToyTrainConfig(steps=1000),
     "control-stage2": ToyTrainConfig(
-        steps=1500,
-        warmup_steps=50,
-        uncond_prob=0.8,
-        max_timestep=500,
-        aux_weight=1.0,
-        head_kind="cosine",
-        aux_uncond_only=True,
-        init_from="control-stage1",
-        first_scene=16_000,
+        steps=1500, init_from="control-stage1", first_scene=16_000, **_HEADS_ON_CLEAN_SCENES
     ),
     "control-stage3": ToyTrainConfig(
-        steps=1000,
-        warmup_steps=50,
-        uncond_prob=0.8,
-        max_timestep=500,
-        aux_weight=1.0,
-        head_kind="cosine",
-        aux_uncond_only=True,
-        init_from="control-stage2",
-        first_scene=40_000,
+        steps=1000, init_from="control-stage2", first_scene=40_000, **_HEADS_ON_CLEAN_SCENES
     ),
     "control": ToyTrainConfig(
-        steps=1000,
-        warmup_steps=50,
-        uncond_prob=0.8,
-        max_timestep=500,
-        aux_weight=1.0,
-        head_kind="cosine",
-        aux_uncond_only=True,
-        init_from="control-stage3",
-        first_scene=56_000,
+        steps=1000, init_from="control-stage3", first_scene=56_000, **_HEADS_ON_CLEAN_SCENES
     ),
     "denoiser": ToyTrainConfig(
         steps=1000, uncond_prob=0.5, aux_weight=0.0, class_heads=(), part_heads=()
