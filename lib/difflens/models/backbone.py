@@ -287,11 +287,7 @@ BUILT_IN_MODELS = ("tiny", *TOY_MODELS)
 
 def _looks_like_path(model: str) -> bool:
     """A folder rather than a hub id (``org/name``): absolute, relative or home paths."""
-    return (
-        model.startswith(("/", ".", "~"))
-        or model.count("/") > 1
-        or os.sep in model.replace("/", "")
-    )
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
 
 
 def _check_folder(folder: Path, model: str) -> None:

@@ -45,6 +45,8 @@ PAIR_ROOTS: dict[str, tuple[Callable[[str | Path], Path], str]] = {
 }
 """Keypoint dataset (``dataset`` / ``pairs_dataset`` with ``pairs_root``) -> (the function
 that finds its tree, what is missing)."""
+MAKE_DATA = ("voc", "coco", "davis", "spair")
+"""The datasets ``make data`` downloads."""
 ORDER: tuple[str, ...] = (
     "model",
     "device",
@@ -140,8 +142,10 @@ def model_problem(model: str, var: str = "model") -> tuple[str, str] | None:
     )
 
 
-def _root_problem(dataset: str, root: object, var: str) -> tuple[str, str] | None:
-    _, find, reason = DATASET_ROOTS[dataset]
+def _tree_problem(
+    dataset: str, find: Callable[[str | Path], Path], reason: str, root: object, var: str
+) -> tuple[str, str] | None:
+    """``(reason, remedy)`` when ``find`` does not find ``dataset``'s tree at ``root``."""
     if root:
         try:
             find(str(root))
@@ -150,21 +154,19 @@ def _root_problem(dataset: str, root: object, var: str) -> tuple[str, str] | Non
             pass
     else:
         reason = "not set"
-    return reason, (
-        f"make data (the three datasets into data/), or "
-        f"python -m difflens.data download {dataset} --root DIR and {_set(var, 'DIR')}"
-    )
+    download = f"python -m difflens.data download {dataset} --root DIR and {_set(var, 'DIR')}"
+    if dataset in MAKE_DATA:
+        return reason, f"make data (VOC, COCO, DAVIS and SPair-71k into data/), or {download}"
+    return reason, download
+
+
+def _root_problem(dataset: str, root: object, var: str) -> tuple[str, str] | None:
+    _, find, reason = DATASET_ROOTS[dataset]
+    return _tree_problem(dataset, find, reason, root, var)
 
 
 def _pairs_problem(dataset: str, root: object, var: str) -> tuple[str, str] | None:
-    find, reason = PAIR_ROOTS[dataset]
-    try:
-        find(str(root))
-        return None
-    except FileNotFoundError:
-        return reason, (
-            f"python -m difflens.data download {dataset} --root DIR and {_set(var, 'DIR')}"
-        )
+    return _tree_problem(dataset, *PAIR_ROOTS[dataset], root, var)
 
 
 def _list_problem(data_list: object, var: str) -> tuple[str, str] | None:
